@@ -1,0 +1,35 @@
+# The whole set-up: `make run` starts the app, `make test` runs the suite.
+# Both create .venv and install the project into it on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test models bench clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	@$(BIN)/python -m fewshot_gui.platform_check
+	$(BIN)/fewshot-gui
+
+test: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -ra
+
+# Reproduces assets/models/omniglot (the bundled Omniglot model); see docs/RESULTS.md.
+models: $(STAMP)
+	$(BIN)/fewshot train --dataset omniglot --data-root ../shared/data/omniglot --split background \
+	    --rotations --method protonet --backbone conv4 --way 60 --shot 5 --query 5 --episodes 6000 \
+	    --lr-step 2000 --val-split small2 --val-way 20 --val-shot 1 --val-episodes 600 --val-every 1000 \
+	    --seed 0 --out runs/omniglot-protonet-conv4
+	rm -rf assets/models/omniglot && mkdir -p assets/models/omniglot
+	cp runs/omniglot-protonet-conv4/model.safetensors runs/omniglot-protonet-conv4/model.json assets/models/omniglot/
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_training.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,233 @@
+"""The ``fewshot`` command: everything the GUI does, headless.
+
+Bad input (a missing path, a wrong layout, a damaged model) prints one line
+starting with ``error:`` and exits with status 2; Ctrl+C stops training
+cleanly with a checkpoint that ``--resume`` continues from.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from engine.errors import FewShotError
+
+EXIT_USER_ERROR = 2
+
+
+def _events_writer(target: str | None):
+    if target is None:
+        return None, None
+    if target == "-":
+        stream = sys.stdout
+    else:
+        stream = open(target, "a", encoding="utf-8")  # noqa: SIM115 - closed in cmd_train
+
+    def emit(event: dict) -> None:
+        stream.write(json.dumps(event) + "\n")
+        stream.flush()
+    return emit, stream
+
+
+def _progress_printer():
+    """A tqdm bar over episodes for people; the JSON events are for programs."""
+    from tqdm import tqdm
+    bar = None
+
+    def emit(event: dict) -> None:
+        nonlocal bar
+        kind = event["event"]
+        if kind == "start":
+            bar = tqdm(total=event["episodes"], initial=event["episode"], unit="episode",
+                       desc=f"training on {event['device']}", file=sys.stderr)
+        elif kind == "episode" and bar is not None:
+            bar.update(event["episode"] - bar.n)
+            bar.set_postfix(loss=f"{event['loss']:.3f}", acc=f"{event['acc']:.3f}")
+        elif kind == "validation":
+            msg = (f"episode {event['episode']}: validation {100 * event['accuracy']:.2f}% "
+                   f"± {100 * event['ci95']:.2f}{' (best)' if event['best'] else ''}")
+            (bar.write if bar is not None else print)(msg, file=sys.stderr)
+        elif kind in ("done", "stopped") and bar is not None:
+            bar.close()
+    return emit
+
+
+def cmd_train(args) -> int:
+    from engine.training.config import TrainConfig
+    from engine.training.trainer import Trainer
+
+    out = args.out or args.resume
+    if out is None:
+        raise FewShotError("give --out DIR (where the model is saved), or --resume DIR")
+    cfg = TrainConfig(
+        dataset=args.dataset, data_root=args.data_root, split=args.split, out=out,
+        method=args.method, backbone=args.backbone, distance=args.distance,
+        way=args.way, shot=args.shot, query=args.query, episodes=args.episodes,
+        val_split=args.val_split, val_way=args.val_way, val_shot=args.val_shot, val_query=args.val_query,
+        val_episodes=args.val_episodes, val_every=args.val_every, lr=args.lr, lr_step=args.lr_step,
+        lr_gamma=args.lr_gamma, image_size=args.image_size, rotations=args.rotations,
+        device=args.device, seed=args.seed,
+    )
+    _check_dir(cfg.data_root, "--data-root")
+    if cfg.episodes < 1:
+        raise FewShotError("--episodes must be at least 1")
+    emit, stream = _events_writer(args.events)
+    trainer = Trainer(cfg, emit or _progress_printer(), resume_from=args.resume)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: trainer.request_stop())
+    try:
+        result = trainer.run()
+    finally:
+        if stream not in (None, sys.stdout):
+            stream.close()
+    if emit is None:
+        best = result.get("best")
+        summary = f"{result['event']} at episode {result['episode']}; model saved in {result['out']}"
+        if best:
+            summary += f" (best validation {100 * best['accuracy']:.2f}% ± {100 * best['ci95']:.2f} at episode {best['episode']})"
+        print(summary)
+    return 130 if result["event"] == "stopped" else 0
+
+
+def _check_dir(path: str, flag: str) -> None:
+    if not Path(path).exists():
+        raise FewShotError(f"{flag} {path} does not exist; give the folder that holds the data")
+
+
+def cmd_evaluate(args) -> int:
+    from engine.model_store import load_model
+    from engine.runtime import pick_device
+
+    device = pick_device(args.device)
+    model = load_model(args.model, device)
+    if args.lake_runs:
+        from engine.training.lake import evaluate_lake_runs
+        _check_dir(args.lake_runs, "--lake-runs")
+        result = evaluate_lake_runs(model, args.lake_runs, device)
+        if args.json:
+            print(json.dumps(result))
+        else:
+            for run in result["runs"]:
+                print(f"{run['run']}: error {100 * run['error_rate']:.1f}%")
+            print(f"overall error rate: {100 * result['error_rate']:.2f}% over {len(result['runs'])} runs")
+        return 0
+    if not (args.dataset and args.data_root and args.split):
+        raise FewShotError("give --dataset, --data-root and --split (or --lake-runs DIR)")
+    _check_dir(args.data_root, "--data-root")
+    from tqdm import tqdm
+
+    from engine.data.sampler import EpisodeSampler
+    from engine.training.datasets import open_dataset
+    from engine.training.evaluate import evaluate_episodes
+    dataset = open_dataset(args.dataset, args.data_root, args.split, model.preprocessing)
+    sampler = EpisodeSampler(dataset, args.way, args.shot, args.query, seed=args.seed)
+    with tqdm(total=args.episodes, unit="episode", desc="evaluating", file=sys.stderr,
+              disable=args.json and not sys.stderr.isatty()) as bar:
+        score = evaluate_episodes(model.learner, sampler, args.episodes, device,
+                                  progress=lambda done, total: bar.update(done - bar.n))
+    result = {**score.to_dict(), "model": args.model, "dataset": args.dataset, "split": args.split, "seed": args.seed}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{args.way}-way {args.shot}-shot on {args.dataset}/{args.split}: "
+              f"{100 * score.accuracy:.2f}% ± {100 * score.ci95:.2f} (95% CI, {score.episodes} episodes)")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from engine.model_store import describe
+    meta = describe(args.model)
+    if args.json:
+        print(json.dumps(meta, indent=2))
+        return 0
+    print(f"model:        {args.model}")
+    print(f"method:       {meta['method']} {meta.get('method_config', {})}")
+    print(f"backbone:     {meta['backbone']} ({meta.get('channels')} channels, {meta.get('image_size')} px)")
+    if "parameters" in meta:
+        print(f"parameters:   {meta['parameters']:,}")
+    print(f"preprocessing: {json.dumps(meta['preprocessing'])}")
+    if meta.get("validation"):
+        v = meta["validation"]
+        print(f"validation:   {100 * v['accuracy']:.2f}% ± {100 * v['ci95']:.2f} "
+              f"({v['way']}-way {v['shot']}-shot, {v['episodes']} episodes, episode {v['episode']})")
+    if meta.get("training"):
+        t = meta["training"]
+        print(f"trained on:   {t['dataset']}/{t['split']}, {t['way']}-way {t['shot']}-shot, {t['episodes']} episodes")
+    if meta.get("project_version"):
+        print(f"made by:      fewshot-labeler {meta['project_version']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fewshot", description="Few-shot image labeling: train, evaluate, inspect models.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="meta-train a model on episodes", description="Episodic meta-training.")
+    t.add_argument("--dataset", required=True, choices=["omniglot", "miniimagenet", "folder"])
+    t.add_argument("--data-root", required=True, help="folder holding the dataset (zips or extracted folders)")
+    t.add_argument("--split", required=True, help="omniglot: background, evaluation, small1, small2, vinyals-{train,val,trainval,test}; miniimagenet: train, val, test")
+    t.add_argument("--method", default="protonet", choices=["protonet"])
+    t.add_argument("--backbone", default="conv4", choices=["conv4", "resnet12", "lite0"])
+    t.add_argument("--distance", default="euclidean", choices=["euclidean", "cosine"])
+    t.add_argument("--way", type=int, default=60)
+    t.add_argument("--shot", type=int, default=5)
+    t.add_argument("--query", type=int, default=5)
+    t.add_argument("--episodes", type=int, default=10_000, help="total number of training episodes")
+    t.add_argument("--out", help="folder for the model and its checkpoints")
+    t.add_argument("--val-split")
+    t.add_argument("--val-way", type=int, default=5)
+    t.add_argument("--val-shot", type=int, default=1)
+    t.add_argument("--val-query", type=int, default=15)
+    t.add_argument("--val-episodes", type=int, default=600)
+    t.add_argument("--val-every", type=int, default=500)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--lr-step", type=int, default=2000, help="halve (x --lr-gamma) the learning rate every this many episodes")
+    t.add_argument("--lr-gamma", type=float, default=0.5)
+    t.add_argument("--image-size", type=int)
+    t.add_argument("--rotations", action="store_true", help="add 90/180/270-degree rotations of every class as new classes")
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--events", help="write one JSON line per event to this file ('-' for stdout)")
+    t.add_argument("--resume", help="continue the run saved in this folder")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="few-shot accuracy on episodes, or Lake et al.'s one-shot runs")
+    e.add_argument("--model", required=True, help="checkpoint folder, or a bundled name: omniglot, photos")
+    e.add_argument("--dataset", choices=["omniglot", "miniimagenet", "folder"])
+    e.add_argument("--data-root")
+    e.add_argument("--split")
+    e.add_argument("--way", type=int, default=5)
+    e.add_argument("--shot", type=int, default=1)
+    e.add_argument("--query", type=int, default=15)
+    e.add_argument("--episodes", type=int, default=600)
+    e.add_argument("--lake-runs", help="folder of runNN/ one-shot runs (Lake et al. 2015)")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=cmd_evaluate)
+
+    i = sub.add_parser("info", help="what a model is and how it was trained")
+    i.add_argument("model", help="checkpoint folder, or a bundled name: omniglot, photos")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except FewShotError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

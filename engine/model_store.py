@@ -1,0 +1,100 @@
+"""Find and build models: checkpoint folders and the bundled names.
+
+Bundled models: ``omniglot`` (a Conv4 ProtoNet this project meta-trained on the
+Omniglot background set, in ``assets/models/omniglot``; ``make models``
+reproduces it) and ``photos`` (pretrained EfficientNet-Lite0 features with a
+ProtoNet head; nothing to train, the head is the examples themselves).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.data.preprocessing import Preprocessing
+from engine.errors import CheckpointError, FewShotError
+from engine.methods.base import MetaLearner
+from engine.methods.registry import build_method
+from engine.training.checkpoint import load_weights, read_meta
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets" / "models"
+BUNDLED = {
+    "omniglot": "ProtoNet + Conv4 meta-trained on Omniglot (handwritten characters, 28 px)",
+    "photos": "ProtoNet head on pretrained EfficientNet-Lite0 (photos, 224 px)",
+}
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    learner: MetaLearner
+    preprocessing: Preprocessing
+    meta: dict[str, Any]
+
+    @property
+    def backbone_id(self) -> str:
+        """Identifies the embedding function, so cached embeddings are reused only for the same one."""
+        return str(self.meta.get("backbone_id") or f"{self.meta['backbone']}:{self.name}")
+
+
+def photos_meta() -> dict[str, Any]:
+    from engine.models.registry import default_preprocessing
+    prep = default_preprocessing("lite0", channels=3, image_size=224)
+    return {"method": "protonet", "method_config": {"distance": "cosine"}, "backbone": "lite0",
+            "channels": 3, "image_size": 224, "preprocessing": prep.to_dict(),
+            "backbone_id": "lite0:imagenet", "description": BUNDLED["photos"]}
+
+
+def build_learner(meta: dict[str, Any]) -> MetaLearner:
+    from engine.models.registry import build_backbone
+    backbone = build_backbone(meta["backbone"], channels=int(meta["channels"]), image_size=int(meta["image_size"]))
+    return build_method(meta["method"], backbone, **meta.get("method_config", {}))
+
+
+def model_folder(spec: str) -> Path | None:
+    """The checkpoint folder behind a spec; None for models built in code (photos)."""
+    if spec == "photos":
+        return None
+    if spec in BUNDLED:
+        return ASSETS / spec
+    return Path(spec)
+
+
+def load_model(spec: str, device: torch.device | str = "cpu") -> LoadedModel:
+    """Load a bundled model by name or a checkpoint folder made by ``fewshot train``."""
+    folder = model_folder(spec)
+    if folder is None:
+        meta = photos_meta()
+        learner = build_learner(meta)
+    else:
+        if spec not in BUNDLED and not folder.exists():
+            raise CheckpointError(
+                f"model not found: {spec} (give a folder made by 'fewshot train' or one of: {', '.join(BUNDLED)})")
+        meta = read_meta(folder)
+        learner = build_learner(meta)
+        state = load_weights(folder)
+        try:
+            learner.load_state_dict(state)
+        except RuntimeError as e:
+            raise CheckpointError(f"the weights in {folder} do not fit a {meta['method']}/{meta['backbone']} model: {e}") from e
+        meta.setdefault("backbone_id", f"{meta['backbone']}:{folder.resolve()}")
+    learner.to(device).eval()
+    try:
+        prep = Preprocessing.from_dict(meta["preprocessing"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"model {spec} has an unreadable preprocessing entry: {e}") from e
+    return LoadedModel(spec, learner, prep, meta)
+
+
+def describe(spec: str) -> dict[str, Any]:
+    """What ``fewshot info`` prints: the model's metadata without building it."""
+    folder = model_folder(spec)
+    if folder is None:
+        return photos_meta()
+    if spec not in BUNDLED and not folder.exists():
+        raise FewShotError(f"model not found: {spec} (give a folder made by 'fewshot train' or one of: {', '.join(BUNDLED)})")
+    meta = read_meta(folder)
+    meta["parameters"] = sum(t.numel() for t in load_weights(folder).values())
+    return meta

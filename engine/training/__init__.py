@@ -1,0 +1,1 @@
+"""Episodic meta-training, evaluation and checkpoints."""

@@ -1,0 +1,171 @@
+"""Episodic meta-training with validation, best-checkpoint keeping and exact resume.
+
+Episode i depends only on (seed, i), and the optimiser, schedule and weights
+are saved together, so a run stopped at episode e and resumed ends with the
+same weights as one that never stopped.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from engine.data.sampler import EpisodeSampler
+from engine.errors import CheckpointError, FewShotError
+from engine.methods.registry import build_method
+from engine.runtime import describe_device, pick_device
+from engine.training.checkpoint import load_resume, read_meta, save_model, save_resume
+from engine.training.config import TrainConfig
+from engine.training.datasets import open_dataset
+from engine.training.evaluate import evaluate_episodes
+from engine.version import __version__
+
+log = logging.getLogger(__name__)
+Events = Callable[[dict], None]
+
+DATASET_CHANNELS = {"omniglot": 1, "miniimagenet": 3, "folder": 3}
+DATASET_SIZES = {"omniglot": 28, "miniimagenet": 84}
+BACKBONE_SIZES = {"lite0": 224}
+
+
+def input_shape(cfg: TrainConfig) -> tuple[int, int]:
+    channels = DATASET_CHANNELS.get(cfg.dataset, 3)
+    if cfg.backbone == "lite0":
+        channels = 3
+    size = cfg.image_size or BACKBONE_SIZES.get(cfg.backbone) or DATASET_SIZES.get(cfg.dataset, 84)
+    return channels, size
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, events: Events | None = None, resume_from: str | Path | None = None):
+        from engine.models.registry import build_backbone, default_preprocessing
+
+        self.cfg = cfg
+        self.events = events or (lambda e: None)
+        self.out = Path(cfg.out)
+        self.device = pick_device(cfg.device)
+        channels, size = input_shape(cfg)
+        self.channels, self.size = channels, size
+        self.prep = default_preprocessing(cfg.backbone, channels=channels, image_size=size)
+        self.train_set = open_dataset(cfg.dataset, cfg.data_root, cfg.split, self.prep, rotations=cfg.rotations)
+        self.sampler = EpisodeSampler(self.train_set, cfg.way, cfg.shot, cfg.query, seed=cfg.seed)
+        self.val_sampler = None
+        if cfg.val_split:
+            val_set = open_dataset(cfg.dataset, cfg.data_root, cfg.val_split, self.prep)
+            # A seed apart from training's, fixed for the whole run: every validation sees the same episodes.
+            self.val_sampler = EpisodeSampler(val_set, cfg.val_way, cfg.val_shot, cfg.val_query, seed=cfg.seed + 10_007)
+        torch.manual_seed(cfg.seed)
+        backbone = build_backbone(cfg.backbone, channels=channels, image_size=size)
+        self.learner = build_method(cfg.method, backbone, distance=cfg.distance).to(self.device)
+        self.optimizer = torch.optim.Adam(self.learner.parameters(), lr=cfg.lr)
+        self.schedule = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
+        self.episode = 0
+        self.best: dict | None = None
+        self.history: list[dict] = []
+        self._stop = False
+        if resume_from is not None:
+            self._restore(Path(resume_from))
+
+    def _restore(self, folder: Path) -> None:
+        state = load_resume(folder)
+        try:
+            self.learner.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.schedule.load_state_dict(state["schedule"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise CheckpointError(f"cannot resume from {folder}: its state does not fit this configuration ({e})") from e
+        self.episode = int(state["episode"])
+        self.best = state.get("best")
+        self.history = list(state.get("history", []))
+        if self.best is not None and self.out.resolve() != folder.resolve():
+            # Carry the best weights over so the new folder is complete on its own.
+            from engine.training.checkpoint import load_weights
+            save_model(self.out, load_weights(folder), read_meta(folder))
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop after the current episode (signal-safe: only sets a flag)."""
+        self._stop = True
+
+    def meta(self, metrics: dict | None) -> dict:
+        return {
+            "method": self.cfg.method, "method_config": self.learner.config(),
+            "backbone": self.cfg.backbone, "channels": self.channels, "image_size": self.size,
+            "preprocessing": self.prep.to_dict(), "training": self.cfg.to_dict(),
+            "validation": metrics, "episode": self.episode, "project_version": __version__,
+            "device": describe_device(self.device),
+        }
+
+    def _save_resume(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_resume(self.out, {
+            "model": self.learner.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(), "episode": self.episode,
+            "best": self.best, "history": self.history,
+        })
+
+    def validate(self) -> dict:
+        t0 = time.perf_counter()
+        score = evaluate_episodes(self.learner, self.val_sampler, self.cfg.val_episodes, self.device)
+        self.learner.train()
+        metrics = {"episode": self.episode, **score.to_dict(), "split": self.cfg.val_split,
+                   "seconds": round(time.perf_counter() - t0, 2)}
+        improved = self.best is None or score.accuracy > self.best["accuracy"]
+        if improved:
+            self.best = metrics
+            save_model(self.out, self.learner.state_dict(), self.meta(metrics))
+        self.history.append(metrics)
+        self.events({"event": "validation", **metrics, "best": improved, "best_accuracy": self.best["accuracy"]})
+        return metrics
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.events({"event": "start", "episode": self.episode, "episodes": cfg.episodes,
+                     "device": describe_device(self.device), "classes": len(self.train_set),
+                     "config": cfg.to_dict(), "out": str(self.out)})
+        self.learner.train()
+        window: list[tuple[float, float]] = []
+        t_last = time.perf_counter()
+        for ep in self.sampler.iter_from(self.episode, cfg.episodes - self.episode):
+            if self._stop:
+                break
+            ep = ep.to(self.device)
+            loss, stats = self.learner.meta_loss(ep)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.schedule.step()
+            self.episode += 1
+            window.append((stats["loss"], stats["acc"]))
+            if self.episode % cfg.log_every == 0 or self.episode == cfg.episodes:
+                now = time.perf_counter()
+                self.events({"event": "episode", "episode": self.episode, "episodes": cfg.episodes,
+                             "loss": sum(w[0] for w in window) / len(window),
+                             "acc": sum(w[1] for w in window) / len(window),
+                             "lr": self.optimizer.param_groups[0]["lr"],
+                             "seconds_per_episode": (now - t_last) / len(window)})
+                window.clear()
+                t_last = now
+            if self.val_sampler is not None and cfg.val_every and self.episode % cfg.val_every == 0:
+                self.validate()
+                self._save_resume()
+        stopped = self._stop and self.episode < cfg.episodes
+        if self.val_sampler is not None and not stopped and (not self.history or self.history[-1]["episode"] != self.episode):
+            self.validate()
+        if self.best is None:
+            # Without a validation the last weights are the result, so the folder is usable.
+            save_model(self.out, self.learner.state_dict(), self.meta(None))
+        self._save_resume()
+        result = {"event": "stopped" if stopped else "done", "episode": self.episode,
+                  "best": self.best, "out": str(self.out)}
+        self.events(result)
+        return result
+
+
+def train(cfg: TrainConfig, events: Events | None = None, resume_from: str | Path | None = None) -> dict:
+    if cfg.episodes < 1:
+        raise FewShotError("--episodes must be at least 1")
+    return Trainer(cfg, events, resume_from).run()
