@@ -218,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # --help and usage errors answer without importing torch
+    from engine.runtime import tune_cpu_allocator
+    tune_cpu_allocator()  # before torch allocates: doubles eager CPU speed here (docs/PERFORMANCE.md)
     try:
         return args.func(args)
     except FewShotError as e:

@@ -8,6 +8,10 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+from engine.runtime import tune_cpu_allocator  # noqa: E402
+
+tune_cpu_allocator()  # the suite trains and embeds in-process: as fast as the app itself
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FEWSHOT_SHARED", ROOT.parent / "shared"))
 OMNIGLOT = SHARED / "data" / "omniglot"

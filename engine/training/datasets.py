@@ -11,10 +11,10 @@ def open_dataset(kind: str, root: str, split: str, prep: Preprocessing, rotation
     """Return a ClassDataset whose images follow ``prep`` (the backbone's input contract)."""
     if kind == "omniglot":
         from engine.data.omniglot import load_omniglot
-        return load_omniglot(root, split, image_size=prep.size[0], rotations=rotations)
+        return load_omniglot(root, split, image_size=prep.size[0], rotations=rotations, prep=prep)
     if kind == "miniimagenet":
         from engine.data.miniimagenet import load_miniimagenet
-        return load_miniimagenet(root, split, image_size=prep.size[0])
+        return load_miniimagenet(root, split, image_size=prep.size[0], prep=prep)
     if kind == "folder":
         from pathlib import Path
 

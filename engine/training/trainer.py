@@ -60,6 +60,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         backbone = build_backbone(cfg.backbone, channels=channels, image_size=size)
         self.learner = build_method(cfg.method, backbone, distance=cfg.distance).to(self.device)
+        if self.device.type == "cpu":
+            # oneDNN's convolutions run about 1.6x faster on channels-last weights here (docs/PERFORMANCE.md).
+            self.learner.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(self.learner.parameters(), lr=cfg.lr)
         self.schedule = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
         self.episode = 0
