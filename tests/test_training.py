@@ -68,12 +68,13 @@ def test_events_checkpoint_and_metadata(omniglot_root, tmp_path):
 
 @pytest.mark.slow
 def test_short_training_is_far_above_chance_on_evaluation_alphabets(omniglot_root, tmp_path):
-    # 150 episodes of 20-way 5-shot on the background alphabets, ~20 s on 2 cores.
-    # Measured: about 0.86 on 5-way 1-shot evaluation episodes (chance is 0.2); the bound keeps a wide margin.
+    # 100 episodes of 20-way 5-shot on the background alphabets.
+    # Measured: 0.886 on these 100 5-way 1-shot evaluation episodes (chance is 0.2); the bound keeps a wide margin.
     cfg = small_config(omniglot_root, tmp_path, split="background", way=20, shot=5, query=5,
-                       episodes=150, val_split=None, seed=0)
+                       episodes=100, val_split=None, seed=0)
     train(cfg)
     model = load_model(str(tmp_path))
     test_set = open_dataset("omniglot", str(omniglot_root), "evaluation", model.preprocessing)
     score = evaluate_episodes(model.learner, EpisodeSampler(test_set, 5, 1, 5, seed=1), 100, torch.device("cpu"))
+    print(f"short training: {score}")
     assert score.accuracy > 0.65, score

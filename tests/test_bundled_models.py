@@ -1,0 +1,36 @@
+"""The bundled models are real, loadable and as good as docs/RESULTS.md says."""
+import torch
+
+from engine.data.sampler import EpisodeSampler
+from engine.model_store import describe, load_model
+from engine.training.datasets import open_dataset
+from engine.training.evaluate import evaluate_episodes
+
+
+def test_bundled_omniglot_model_never_saw_the_evaluation_alphabets():
+    meta = describe("omniglot")
+    assert meta["training"]["dataset"] == "omniglot" and meta["training"]["split"] == "background"
+    assert meta["backbone"] == "conv4" and meta["method"] == "protonet"
+
+
+def test_bundled_omniglot_model_one_shot_accuracy(omniglot_root):
+    # docs/RESULTS.md: 97.7% +- 0.3 on 600 5-way 1-shot episodes; 150 other episodes here, with margin.
+    model = load_model("omniglot")
+    data = open_dataset("omniglot", str(omniglot_root), "evaluation", model.preprocessing)
+    score = evaluate_episodes(model.learner, EpisodeSampler(data, 5, 1, 15, seed=123), 150, torch.device("cpu"))
+    assert score.accuracy > 0.95, score
+
+
+def test_photos_model_separates_real_photo_classes():
+    skimage_data = __import__("skimage.data", fromlist=["data"])
+    model = load_model("photos")
+    from PIL import Image
+
+    from engine.data.transforms import image_to_uint8, normalize
+    photos = [skimage_data.chelsea(), skimage_data.coffee(), skimage_data.rocket()]
+    flipped = [p[:, ::-1].copy() for p in photos]
+    batch = normalize(torch.stack([image_to_uint8(Image.fromarray(p), model.preprocessing) for p in photos + flipped]),
+                      model.preprocessing)
+    head = model.learner.adapt(batch[:3], torch.arange(3))
+    pred = head.predict(batch[3:])
+    assert torch.equal(pred.labels, torch.arange(3)), "a mirrored photo is nearest its own original"
