@@ -81,6 +81,9 @@ def load_model(spec: str, device: torch.device | str = "cpu") -> LoadedModel:
             raise CheckpointError(f"the weights in {folder} do not fit a {meta['method']}/{meta['backbone']} model: {e}") from e
         meta.setdefault("backbone_id", f"{meta['backbone']}:{folder.resolve()}")
     learner.to(device).eval()
+    if torch.device(device).type == "cpu":
+        # oneDNN convolutions are faster on channels-last weights (docs/PERFORMANCE.md).
+        learner.to(memory_format=torch.channels_last)
     try:
         prep = Preprocessing.from_dict(meta["preprocessing"])
     except (KeyError, TypeError, ValueError) as e:

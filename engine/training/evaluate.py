@@ -40,7 +40,13 @@ def evaluate_episodes(learner: MetaLearner, sampler, episodes: int, device: torc
     accs: list[float] = []
     for i, ep in enumerate(sampler.iter_from(0, episodes)):
         ep = ep.to(device)
-        pred = learner.adapt(ep.support_x, ep.support_y).predict(ep.query_x)
+        if learner.head_only:
+            # One forward over support and query together: same result (eval-mode BN), one call fewer.
+            z = learner.backbone(torch.cat([ep.support_x, ep.query_x]))
+            n = ep.support_x.shape[0]
+            pred = learner.adapt_embeddings(z[:n], ep.support_y, ep.way).predict_embeddings(z[n:])
+        else:
+            pred = learner.adapt(ep.support_x, ep.support_y).predict(ep.query_x)
         accs.append((pred.labels == ep.query_y).float().mean().item())
         if progress is not None:
             progress(i + 1, episodes)
