@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from engine.cli import main
-from tests.data_fixtures import build_lake_runs_fixture, build_miniimagenet_fixture
+from data_fixtures import build_lake_runs_fixture, build_miniimagenet_fixture
 
 
 @pytest.fixture(scope="module")
