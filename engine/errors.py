@@ -39,3 +39,15 @@ class UnsafeCheckpointError(CheckpointError):
 
 class ModelInputError(FewShotError):
     """Images do not fit the model (wrong channels or size)."""
+
+
+class ProjectError(FewShotError):
+    """A labeling project cannot be created, opened or changed as asked."""
+
+
+class ProjectLockedError(ProjectError):
+    """The project file is open in another process (or another window of this one)."""
+
+
+class ExportError(FewShotError):
+    """Labels cannot be exported as asked (target exists, bad option, unwritable folder)."""

@@ -1,0 +1,254 @@
+"""Label exports: CSV, JSON, and an ImageNet-style folder tree.
+
+CSV and JSON list every image of the project with its current label: the
+confirmed (human) one where there is one, else the model's prediction, and
+``source`` saying which. An empty label with source ``human`` means the user
+said "none of these classes". The uncertainty columns are always the model's,
+also on confirmed rows. Bad files are listed with their reason and no label.
+
+Nothing existing is ever overwritten silently: a CSV or JSON target that exists
+raises :class:`ExportError` unless ``overwrite=True``, and the folder export
+skips files that exist and reports them. Files appear whole or not at all (they
+are written beside the target and then linked into place).
+"""
+from __future__ import annotations
+
+import csv
+import errno
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator, TextIO
+
+from engine.errors import ExportError
+
+if TYPE_CHECKING:
+    from engine.labeling.records import ClassInfo, ImageRecord
+    from engine.labeling.store import Project
+
+log = logging.getLogger(__name__)
+
+CSV_COLUMNS = ("path", "label", "source", "confidence", "entropy", "ood_score", "margin", "mutual_info", "error")
+METRICS = ("confidence", "entropy", "ood_score", "margin", "mutual_info")
+LINK_MODES = ("copy", "hardlink", "symlink")
+JSON_FORMAT = 1
+# Characters no folder name may hold on Windows, macOS or Linux.
+_UNSAFE_NAME = re.compile(r'[\x00-\x1f<>:"/\\|?*]')
+_WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+
+
+@dataclass
+class ExportReport:
+    """``written``: rows (CSV/JSON) or files (folders) written; ``skipped``: (path, reason)."""
+
+    written: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    path: Path | None = None
+
+
+def export_csv(project: "Project", path: str | Path, overwrite: bool = False) -> ExportReport:
+    """One row per image: ``path,label,source,confidence,entropy,ood_score,margin,
+    mutual_info,error`` then ``p_<class>`` per class, in class order (UTF-8)."""
+    classes = project.classes()
+    count = 0
+
+    def write(fh: TextIO) -> None:
+        nonlocal count
+        out = csv.writer(fh)
+        out.writerow([*CSV_COLUMNS, *(f"p_{c.name}" for c in classes)])
+        for row in _rows(project, classes):
+            probs = row["probs"] or {}
+            out.writerow([row["path"], row["label"] or "", row["source"] or "",
+                          *(_num(row[m]) for m in METRICS), row["error"] or "",
+                          *(_num(probs.get(c.name)) for c in classes)])
+            count += 1
+
+    target = _write_file(Path(path), overwrite, write)
+    log.info("exported %d images to %s", count, target)
+    return ExportReport(count, [], target)
+
+
+def export_json(project: "Project", path: str | Path, overwrite: bool = False) -> ExportReport:
+    """``{"format", "project", "classes": [{id, name, color}], "images": [{path, label,
+    source, confidence, entropy, ood_score, margin, mutual_info, error, probs}]}``, with
+    null for what an image lacks and ``probs`` keyed by class name."""
+    classes = project.classes()
+    images = list(_rows(project, classes))
+
+    def write(fh: TextIO) -> None:
+        json.dump({"format": JSON_FORMAT, "project": str(project.path),
+                   "classes": [{"id": c.id, "name": c.name, "color": c.color} for c in classes],
+                   "images": images}, fh, ensure_ascii=False, indent=1)
+        fh.write("\n")
+
+    target = _write_file(Path(path), overwrite, write)
+    log.info("exported %d images to %s", len(images), target)
+    return ExportReport(len(images), [], target)
+
+
+def export_folders(project: "Project", out_dir: str | Path, link: str = "copy", include_predictions: bool = False,
+                   min_confidence: float = 0.9, progress: Callable[[int, int], None] | None = None) -> ExportReport:
+    """Write ``out_dir/<class>/<file>`` for every confirmed image and, with
+    ``include_predictions``, every predicted one with confidence >= ``min_confidence``.
+
+    ``link``: ``copy``, ``hardlink`` (same disk only) or ``symlink``. Two images with
+    one file name in a class get the second one's name suffixed with its content hash.
+    Files that already exist are not touched: they are reported in ``skipped``, as are
+    sources that are gone and links the disk refuses.
+    """
+    if link not in LINK_MODES:
+        raise ExportError(f"unknown link mode {link!r}; use one of {', '.join(LINK_MODES)}")
+    if not 0.0 <= min_confidence <= 1.0:
+        raise ExportError(f"min_confidence must be between 0 and 1 (got {min_confidence})")
+    out_dir = Path(out_dir).absolute()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"{out_dir} is a file; give a folder to export into")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExportError(f"cannot create {out_dir} ({e.strerror or e}); choose a folder you can write to") from None
+    folders = class_folder_names(project.classes())
+    report = ExportReport(0, [], out_dir)
+    taken: set[tuple[int, str]] = set()
+    total = project.count()
+    for done, rec in enumerate(project.iter_images(), start=1):
+        if progress is not None and (done % 256 == 0 or done == total):
+            progress(done, total)
+        if not _selected(rec, include_predictions, min_confidence):
+            continue
+        folder = out_dir / folders[rec.label_class_id]
+        name = Path(rec.path).name
+        if (rec.label_class_id, name.lower()) in taken:  # lower(): case-insensitive disks
+            stem, suffix = os.path.splitext(name)
+            name = f"{stem}-{(rec.hash or str(rec.id))[:10]}{suffix}"
+        taken.add((rec.label_class_id, name.lower()))
+        target = folder / name
+        reason = _place(Path(rec.path), target, link)
+        if reason is None:
+            report.written += 1
+        else:
+            report.skipped.append((str(target), reason))
+    log.info("exported %d files to %s (%d skipped)", report.written, out_dir, len(report.skipped))
+    return report
+
+
+def class_folder_names(classes: list["ClassInfo"]) -> dict[int, str]:
+    """A folder name per class id: unsafe characters replaced, unique ignoring case."""
+    names: dict[int, str] = {}
+    used: set[str] = set()
+    for c in classes:
+        name = _UNSAFE_NAME.sub("_", c.name).strip().rstrip(". ")
+        if name in ("", ".", "..") or name.lower() in _WINDOWS_RESERVED:
+            name = f"{name}_"
+        if name.lower() in used:
+            name = f"{name}_{c.id}"
+        used.add(name.lower())
+        names[c.id] = name
+    return names
+
+
+def _rows(project: "Project", classes: list["ClassInfo"]) -> Iterator[dict]:
+    names = {c.id: c.name for c in classes}
+    for rec in project.iter_images():
+        row: dict = {"path": rec.path, "label": None, "source": None}
+        if rec.error is None:
+            row["source"] = rec.label_source
+            row["label"] = names.get(rec.label_class_id) if rec.label_class_id is not None else None
+        row.update({m: getattr(rec, m) if rec.error is None else None for m in METRICS})
+        row["error"] = rec.error
+        row["probs"] = ({names[k]: v for k, v in rec.probs.items() if k in names}
+                        if rec.probs is not None and rec.error is None else None)
+        yield row
+
+
+def _selected(rec: "ImageRecord", include_predictions: bool, min_confidence: float) -> bool:
+    if rec.error is not None or rec.label_class_id is None:
+        return False
+    if rec.label_source == "human":
+        return True
+    return (include_predictions and rec.label_source == "model" and rec.confidence is not None
+            and rec.confidence >= min_confidence)
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else format(value, ".6g")
+
+
+def _write_file(path: Path, overwrite: bool, write: Callable[[TextIO], None]) -> Path:
+    path = path.absolute()
+    if path.is_dir():
+        raise ExportError(f"{path} is a folder; give a file name to export to")
+    if path.exists() and not overwrite:
+        raise ExportError(f"{path} already exists; choose another file name, or allow overwriting it")
+    if not path.parent.is_dir():
+        raise ExportError(f"folder {path.parent} does not exist; create it first or choose another place")
+    tmp = _temp_beside(path)
+    try:
+        with open(tmp, "x", newline="", encoding="utf-8") as fh:
+            write(fh)
+        if overwrite:
+            os.replace(tmp, path)
+        elif not _publish(tmp, path):
+            raise ExportError(f"{path} was created by something else during the export; choose another file name")
+    except OSError as e:
+        raise ExportError(f"cannot write {path} ({e.strerror or e}); check the disk and its free space") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _place(src: Path, dst: Path, link: str) -> str | None:
+    """Put ``src`` at ``dst`` as asked; None when done, else the reason it was skipped."""
+    if os.path.lexists(dst):
+        return "a file with this name already exists there; it was not overwritten"
+    if not src.exists():
+        return f"the source image {src} is missing (moved or deleted?); rescan its folder"
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if link == "hardlink":
+            os.link(src, dst)
+        elif link == "symlink":
+            os.symlink(src.absolute(), dst)
+        else:
+            tmp = _temp_beside(dst)
+            try:
+                shutil.copy2(src, tmp)
+                if not _publish(tmp, dst):
+                    return "a file with this name already exists there; it was not overwritten"
+            finally:
+                tmp.unlink(missing_ok=True)
+    except FileExistsError:
+        return "a file with this name already exists there; it was not overwritten"
+    except OSError as e:
+        if link == "hardlink" and e.errno == errno.EXDEV:
+            return "hard links cannot cross disks; export with copy, or into a folder on the images' disk"
+        if link in ("hardlink", "symlink") and e.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return f"this disk does not allow {link}s ({e.strerror}); export with copy"
+        return f"cannot write it ({e.strerror or e}); check the disk and its free space"
+    return None
+
+
+def _temp_beside(path: Path) -> Path:
+    # Hidden, in the same folder (so the final link or rename stays on one disk).
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
+
+
+def _publish(tmp: Path, dst: Path) -> bool:
+    """Move a finished temp file to ``dst`` unless ``dst`` exists (then False).
+    A hard link is the atomic "create if absent"; disks without hard links fall back
+    to check-then-rename."""
+    try:
+        os.link(tmp, dst)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:
+        if os.path.lexists(dst):
+            return False
+        os.replace(tmp, dst)
+        return True
