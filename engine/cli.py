@@ -161,6 +161,11 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_label(args) -> int:
+    from engine.label_command import run_label
+    return run_label(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fewshot", description="Few-shot image labeling: train, evaluate, inspect models.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -208,6 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_evaluate)
+
+    from engine.label_command import add_label_arguments  # no torch import: --help stays fast
+    lb = sub.add_parser("label", help="label a folder of images from a few examples per class",
+                        description="Label every image of --images from the examples in --examples/<class>/.")
+    add_label_arguments(lb)
+    lb.set_defaults(func=cmd_label)
 
     i = sub.add_parser("info", help="what a model is and how it was trained")
     i.add_argument("model", help="checkpoint folder, or a bundled name: omniglot, photos")

@@ -1,0 +1,263 @@
+"""``fewshot label``: label a folder of images from a folder of examples, headless.
+
+    fewshot label --project P.fewshot --examples DIR --images DIR [--model MODEL]
+        [--export-csv FILE] [--export-folder DIR --link {copy,hardlink,symlink}] [--json]
+
+``--examples`` holds one sub-folder per class (its name is the class name) with
+a few example images; ``--images`` is the folder to label. The project is
+created, or added to when it exists. Bad files are listed with their reasons and
+do not fail the run: the exit status is 0 when labeling finished, 130 when it
+was interrupted (Ctrl+C or SIGTERM; what was done is kept and the next run
+resumes), 2 for bad input (the ``error:`` line says what to fix).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import FewShotError
+
+if TYPE_CHECKING:
+    # Importing anything under engine.labeling loads torch (through the store's scanner);
+    # the parser must not, so that `fewshot --help` answers at once.
+    from engine.labeling.progress import Progress
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_INTERRUPTED = 130
+LINK_CHOICES = ("copy", "hardlink", "symlink")
+ERROR_PAGE = 1000
+
+
+def add_label_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--project", required=True, help="project file (.fewshot); created when it does not exist")
+    p.add_argument("--examples", required=True,
+                   help="folder with one sub-folder of example images per class (the sub-folder name is the class)")
+    p.add_argument("--images", required=True, help="folder of images to label (searched recursively)")
+    p.add_argument("--model", default="photos",
+                   help="checkpoint folder, or a bundled name: photos (default; any photos), omniglot (characters)")
+    p.add_argument("--export-csv", metavar="FILE", help="write every image's label to this CSV file (must not exist)")
+    p.add_argument("--export-folder", metavar="DIR",
+                   help="write a folder per class holding its images (existing files are never overwritten)")
+    p.add_argument("--link", choices=LINK_CHOICES, default=None,
+                   help="how --export-folder places images: copy (default), hardlink or symlink")
+    p.add_argument("--min-confidence", type=float, default=0.0,
+                   help="--export-folder: export predicted images at least this confident (confirmed ones always)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per batch (default: chosen for the model and device, halved on out-of-memory)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+
+@dataclass
+class Inputs:
+    project: Path
+    examples: Path
+    class_dirs: list[Path]
+    images: Path
+    export_csv: Path | None
+    export_folder: Path | None
+    link: str
+
+
+@dataclass
+class ExampleIntake:
+    """What adding the example folders did, per class name."""
+
+    added: dict[str, int] = field(default_factory=dict)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def check_inputs(args: argparse.Namespace) -> Inputs:
+    """Refuse bad input before anything slow happens (or anything is written)."""
+    examples = Path(args.examples)
+    if not examples.is_dir():
+        what = "is not a folder" if examples.exists() else "does not exist"
+        raise FewShotError(f"--examples {examples} {what}; give a folder with one sub-folder of example images "
+                           "per class")
+    class_dirs = sorted((d for d in examples.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                        key=lambda d: d.name.lower())
+    if not class_dirs:
+        raise FewShotError(f"--examples {examples} has no class sub-folders; put each class's examples in a "
+                           f"sub-folder named after the class (e.g. {examples / 'cats' / 'cat1.jpg'})")
+    images = Path(args.images)
+    if not images.is_dir():
+        what = "is not a folder" if images.exists() else "does not exist"
+        raise FewShotError(f"--images {images} {what}; give the folder of images to label")
+    export_csv = Path(args.export_csv) if args.export_csv else None
+    if export_csv is not None:
+        if export_csv.exists():
+            raise FewShotError(f"--export-csv {export_csv} already exists; choose another file name or remove it")
+        if not export_csv.absolute().parent.is_dir():
+            raise FewShotError(f"--export-csv: folder {export_csv.absolute().parent} does not exist; create it first")
+    export_folder = Path(args.export_folder) if args.export_folder else None
+    if args.link is not None and export_folder is None:
+        raise FewShotError("--link only applies to --export-folder; give --export-folder DIR too")
+    if export_folder is not None and export_folder.exists() and not export_folder.is_dir():
+        raise FewShotError(f"--export-folder {export_folder} is a file; give a folder")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise FewShotError(f"--batch-size must be at least 1 (got {args.batch_size})")
+    if not 0.0 <= args.min_confidence <= 1.0:
+        raise FewShotError(f"--min-confidence must be between 0 and 1 (got {args.min_confidence})")
+    return Inputs(Path(args.project), examples, class_dirs, images, export_csv, export_folder, args.link or "copy")
+
+
+class ProgressBars:
+    """One tqdm bar per stage on stderr (scanning, embedding examples, labeling ...)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self._bar = None
+        self._stage: str | None = None
+
+    def _switch(self, stage: str, total: int, unit: str):
+        from tqdm import tqdm
+        if self._stage != stage:
+            self.close()
+            self._stage = stage
+            self._bar = tqdm(total=total, desc=stage, unit=unit, file=sys.stderr, disable=not self.enabled,
+                             dynamic_ncols=True)
+        return self._bar
+
+    def scan(self, done: int, total: int) -> None:
+        bar = self._switch("scanning", total, "file")
+        bar.total = total
+        bar.update(done - bar.n)
+
+    def label(self, p: "Progress") -> None:
+        if p.total == 0:
+            return
+        bar = self._switch(p.stage, p.total, "img")
+        bar.update(p.done - bar.n)
+        if p.eta_s is not None:
+            bar.set_postfix_str(f"{p.images_per_s:.0f} img/s", refresh=False)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+            self._stage = None
+
+
+def add_examples(project, inputs: Inputs) -> ExampleIntake:
+    intake = ExampleIntake()
+    for folder in inputs.class_dirs:
+        cls = project.class_by_name(folder.name)
+        class_id = cls.id if cls is not None else project.add_class(folder.name)
+        report = project.add_examples(class_id, [folder])
+        intake.added[folder.name] = len(report.added)
+        intake.errors += report.errors
+        intake.skipped += report.skipped
+    return intake
+
+
+def error_images(project) -> list[tuple[str, str]]:
+    """(path, reason) of every unusable image in the project, by name."""
+    out: list[tuple[str, str]] = []
+    while True:
+        page = project.query(status="error", sort="name", offset=len(out), limit=ERROR_PAGE)
+        out += [(r.path, r.error or "unusable") for r in page]
+        if len(page) < ERROR_PAGE:
+            return out
+
+
+def class_counts(project) -> dict[str, dict[str, int]]:
+    counts = {}
+    for c in project.classes():
+        confirmed = project.count(class_id=c.id, status="confirmed")
+        predicted = project.count(class_id=c.id, status="predicted")
+        counts[c.name] = {"confirmed": confirmed, "predicted": predicted, "total": confirmed + predicted}
+    return counts
+
+
+def run_label(args: argparse.Namespace) -> int:
+    """The whole command; returns the exit status (bad input raises FewShotError)."""
+    inputs = check_inputs(args)
+    from engine.export.labels import export_csv, export_folders
+    from engine.labeling.labeler import Labeler
+    from engine.labeling.progress import CancelToken
+    from engine.labeling.store import Project
+    from engine.model_store import load_model
+    from engine.runtime import describe_device, pick_device
+
+    device = pick_device(args.device)
+    model = load_model(args.model, device)
+    bars = ProgressBars(enabled=not args.json or sys.stderr.isatty())
+    cancel = CancelToken()
+    previous = {sig: signal.signal(sig, lambda *_: cancel.cancel()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with Project.open(inputs.project, create=True) as project:
+            intake = add_examples(project, inputs)
+            scan = project.add_images([inputs.images], recursive=True, progress=bars.scan)
+            bars.close()
+            summary = Labeler(project, model, batch_size=args.batch_size).label(progress=bars.label, cancel=cancel)
+            bars.close()
+            exports: dict[str, Any] = {}
+            if not summary.cancelled:
+                if inputs.export_csv is not None:
+                    rep = export_csv(project, inputs.export_csv)
+                    exports["csv"] = {"path": str(rep.path), "rows": rep.written}
+                if inputs.export_folder is not None:
+                    rep = export_folders(project, inputs.export_folder, link=inputs.link, include_predictions=True,
+                                         min_confidence=args.min_confidence)
+                    exports["folder"] = {"path": str(rep.path), "files": rep.written, "link": inputs.link,
+                                         "skipped": [{"path": p, "reason": r} for p, r in rep.skipped]}
+            result = {
+                "project": str(project.path),
+                "model": args.model,
+                "device": describe_device(device),
+                "finished": not summary.cancelled,
+                "images": project.count(),
+                "labeled": project.count(status="predicted") + project.count(status="confirmed"),
+                "classes": class_counts(project),
+                "classes_without_examples": summary.skipped_classes,
+                "examples_added": intake.added,
+                "images_added": len(scan.added),
+                "duplicates": len(scan.duplicates),
+                "embedded": summary.embedded,
+                "from_cache": summary.from_cache,
+                "predicted": summary.predicted,
+                "seconds": round(summary.seconds, 3),
+                "images_per_s": round(summary.images_per_s, 1),
+                "errors": [{"path": p, "reason": r} for p, r in error_images(project)],
+                "skipped": [{"path": p, "reason": r} for p, r in intake.skipped + scan.skipped],
+                "exports": exports,
+            }
+    finally:
+        bars.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print(json.dumps(result, ensure_ascii=False) if args.json else format_summary(result))
+    return EXIT_OK if result["finished"] else EXIT_INTERRUPTED
+
+
+def format_summary(r: dict[str, Any]) -> str:
+    lines = [f"{'labeled' if r['finished'] else 'interrupted (run again to resume)'}: {r['project']} "
+             f"with model {r['model']} on {r['device']}"]
+    width = max((len(name) for name in r["classes"]), default=5)
+    for name, c in r["classes"].items():
+        lines.append(f"  {name:<{width}}  {c['total']:>7} images ({c['confirmed']} confirmed, {c['predicted']} predicted)")
+    if r["classes_without_examples"]:
+        lines.append(f"classes left out (no usable example): {', '.join(r['classes_without_examples'])}")
+    lines.append(f"{r['labeled']} of {r['images']} images labeled; {r['embedded']} decoded at "
+                 f"{r['images_per_s']:.0f} images/s, {r['from_cache']} from the cache, in {r['seconds']:.1f} s")
+    if r["errors"]:
+        lines.append(f"{len(r['errors'])} bad files (not labeled):")
+        lines += [f"  {e['path']}: {e['reason']}" for e in r["errors"]]
+    if r["skipped"]:
+        lines.append(f"{len(r['skipped'])} entries skipped:")
+        lines += [f"  {s['path']}: {s['reason']}" for s in r["skipped"]]
+    for kind, e in r["exports"].items():
+        lines.append(f"exported {kind}: {e['path']}")
+        if e.get("skipped"):
+            lines.append(f"  {len(e['skipped'])} files not written (already there, or refused):")
+            lines += [f"    {s['path']}: {s['reason']}" for s in e["skipped"]]
+    return "\n".join(lines)

@@ -1,0 +1,436 @@
+"""Images on disk -> backbone embeddings in the project's cache, as fast as the backbone allows.
+
+Three stages overlap: worker threads decode the next batches while the backbone
+runs on the current one, and the calling thread writes each finished batch's
+embeddings in one transaction. Pillow releases the GIL while it decodes and
+resizes, and PyTorch while it computes, so threads are enough; processes would
+have to import torch again and copy every batch between them.
+
+On a CPU, decoding and the forward pass share the cores, and how to share them
+depends on what each costs (measured on the run's second batch, see
+:class:`RunPlan`). PyTorch splits each op evenly over its threads and waits
+for the slowest, so a decode thread that preempts one of them stalls them all.
+When decoding is a small part of the work (EfficientNet-Lite0 on photos: a
+tenth), PyTorch keeps all its threads and one decode thread fills the gaps.
+When it is a large part (Conv4 on 28 px characters: half as much as the
+forward pass), each core runs its own single-threaded forward stream on whole
+batches, which nothing can stall, and the decode threads take their share.
+
+Every project call happens on the calling thread (SQLite connections belong
+to one thread). A file that cannot be decoded is recorded with its reason and
+the run goes on. The run stops between batches when its :class:`CancelToken`
+is tripped, keeping every batch already written; the next run embeds only what
+is still missing from the cache, so it resumes where the last one stopped.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from engine.data.decode import decode_image, to_mode
+from engine.data.preprocessing import Preprocessing
+from engine.data.transforms import check_preprocessing, normalize, resize_image
+from engine.errors import ImageDecodeError
+from engine.labeling.progress import CancelToken, ProgressCallback, ProgressMeter
+
+if TYPE_CHECKING:
+    from engine.labeling.store import Project
+    from engine.model_store import LoadedModel
+
+log = logging.getLogger(__name__)
+
+# Batches decoded ahead of the ones in the backbone: one keeps each forward stream
+# fed, one more absorbs the jitter of slow files (a big JPEG among small PNGs).
+PREFETCH_BATCHES = 2
+# More decode threads than this add little: the Python half of decoding holds the GIL.
+MAX_DECODE_WORKERS = 4
+# Starting batch sizes by input size; halved on out-of-memory. On CPU bigger
+# batches stop paying off early (the arithmetic is already vectorised inside an
+# image); on a GPU they are what fills the device.
+SMALL_INPUT_PIXELS = 64 * 64 * 3
+CPU_BATCH = {"small": 256, "large": 32}
+GPU_BATCH = {"small": 1024, "large": 128}
+
+
+class ImageItem(NamedTuple):
+    """An image the project wants embedded: its id, where it is, and its content hash."""
+
+    image_id: int
+    path: str
+    hash: str
+
+
+@dataclass
+class DecodedBatch:
+    """The images of one batch that decoded (``pixels[i]`` is ``items[i]``), and those that did not."""
+
+    items: list[ImageItem]
+    pixels: Tensor  # uint8 (len(items), C, H, W), preprocessed up to normalisation
+    failures: list[tuple[ImageItem, str]]
+
+
+@dataclass
+class EmbedReport:
+    """What one embedding run did. ``failed`` holds (image id, path, reason) of files that did not decode."""
+
+    total: int = 0
+    embedded: int = 0
+    failed: list[tuple[int, str, str]] = field(default_factory=list)
+    cancelled: bool = False
+    seconds: float = 0.0
+    batch_size: int = 0
+    plan: "RunPlan | None" = None  # how the cores were used (None: the run was too short to plan)
+
+    @property
+    def images_per_s(self) -> float:
+        done = self.embedded + len(self.failed)
+        return done / self.seconds if self.seconds > 0 else 0.0
+
+
+def available_cores() -> int:
+    """Cores this process may run on (a container or ``taskset`` may allow fewer than the machine has)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def model_device(model: "LoadedModel") -> torch.device:
+    param = next(model.learner.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def default_batch_size(prep: Preprocessing, device: torch.device) -> int:
+    h, w = prep.size
+    size = "small" if h * w * prep.channels <= SMALL_INPUT_PIXELS else "large"
+    return (GPU_BATCH if device.type == "cuda" else CPU_BATCH)[size]
+
+
+def decode_into(path: str, prep: Preprocessing, out: np.ndarray) -> None:
+    """Decode ``path`` under ``prep`` into ``out`` (uint8, (C, H, W)): the same pixels as
+    :func:`engine.data.transforms.load_uint8`, written in place so a batch is assembled
+    without a per-image tensor (which costs as much as decoding a small PNG)."""
+    side = max(prep.size)
+    img = decode_image(path, draft_size=(side, side))
+    arr = np.asarray(resize_image(to_mode(img, prep.channels), prep))
+    if arr.ndim == 2:
+        out[0] = arr
+    else:
+        out[...] = arr.transpose(2, 0, 1)
+    if prep.invert:
+        np.subtract(255, out, out=out)
+
+
+def _decode_rows(items: Sequence[ImageItem], prep: Preprocessing, buf: np.ndarray
+                 ) -> tuple[list[str | None], float]:
+    """Decode ``items`` into consecutive rows of ``buf``: per item None or the reason it
+    failed, and the CPU time this thread spent."""
+    cpu0 = time.thread_time()
+    reasons: list[str | None] = []
+    for item, row in zip(items, buf):
+        try:
+            decode_into(item.path, prep, row)
+            reasons.append(None)
+        except ImageDecodeError as e:
+            reasons.append(e.reason)
+        except Exception as e:  # noqa: BLE001 - one odd file must never end a run of thousands
+            log.exception("unexpected failure decoding %s", item.path)
+            reasons.append(f"could not be decoded ({type(e).__name__}: {e}); re-save it as PNG or JPEG")
+    return reasons, time.thread_time() - cpu0
+
+
+class BatchDecoder:
+    """Decodes a list of images into uint8 batches in a thread pool, ahead of the consumer.
+
+    ``workers`` threads decode at once and ``prefetch`` batches are kept decoding
+    ahead; both may change between batches (the next batch submitted uses them).
+    ``cpu_s``/``decoded`` add up the decode cost.
+    """
+
+    def __init__(self, prep: Preprocessing, batch_size: int, workers: int | None = None,
+                 prefetch: int = PREFETCH_BATCHES):
+        check_preprocessing(prep)
+        self.prep = prep
+        self.batch_size = max(1, batch_size)
+        self.workers = max(1, workers if workers is not None else min(available_cores(), MAX_DECODE_WORKERS))
+        self.prefetch = max(1, prefetch)
+        self.cpu_s = 0.0
+        self.decoded = 0
+
+    def batches(self, items: Sequence[ImageItem], cancel: CancelToken | None = None) -> Iterator[DecodedBatch]:
+        """Yield the items in batches of ``batch_size``; stops early (between batches) on cancel."""
+        c = self.prep.channels
+        h, w = self.prep.size
+        starts = iter(range(0, len(items), self.batch_size))
+        pending: deque[tuple[list[ImageItem], np.ndarray, list[Future]]] = deque()
+        pools: list[tuple[int, ThreadPoolExecutor]] = []
+
+        def submit_next() -> bool:
+            start = next(starts, None)
+            if start is None:
+                return False
+            if not pools or pools[-1][0] != self.workers:
+                # A new worker count: a new pool; the old one finishes what it was given.
+                if pools:
+                    pools[-1][1].shutdown(wait=False)
+                pools.append((self.workers, ThreadPoolExecutor(self.workers, thread_name_prefix="decode")))
+            pool = pools[-1][1]
+            chunk = list(items[start:start + self.batch_size])
+            buf = np.empty((len(chunk), c, h, w), dtype=np.uint8)
+            # A few slices per worker, not one task per image: a future costs about
+            # as much as decoding a 28 px character.
+            step = max(1, -(-len(chunk) // (self.workers * 2)))
+            tasks = [pool.submit(_decode_rows, chunk[s:s + step], self.prep, buf[s:s + step])
+                     for s in range(0, len(chunk), step)]
+            pending.append((chunk, buf, tasks))
+            return True
+
+        try:
+            while len(pending) < self.prefetch and submit_next():
+                pass
+            while pending:
+                chunk, buf, tasks = pending.popleft()
+                reasons: list[str | None] = []
+                for task in tasks:
+                    part, cpu = task.result()
+                    reasons.extend(part)
+                    self.cpu_s += cpu
+                self.decoded += len(chunk)
+                # Keep the pool busy while the consumer works on this batch.
+                while len(pending) < self.prefetch and submit_next():
+                    pass
+                ok = [i for i, r in enumerate(reasons) if r is None]
+                pixels = torch.from_numpy(buf if len(ok) == len(chunk) else buf[ok])
+                failures = [(chunk[i], r) for i, r in enumerate(reasons) if r is not None]
+                yield DecodedBatch([chunk[i] for i in ok], pixels, failures)
+                if cancel is not None and cancel.cancelled:
+                    return
+        finally:
+            for _, pool in pools:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """How a run uses the cores: decode threads, PyTorch threads per op, parallel forward streams."""
+
+    decode_workers: int
+    torch_threads: int
+    streams: int = 1
+
+    @classmethod
+    def plan(cls, cores: int, decode_cpu: float, forward_cpu: float, on_cpu: bool = True,
+             max_workers: int = MAX_DECODE_WORKERS) -> "RunPlan":
+        """``decode_cpu``/``forward_cpu``: CPU seconds per image.
+
+        Decoding is worth ``share x cores`` cores. Under half a core, one decode thread
+        fills the gaps of a forward pass that keeps every PyTorch thread. Otherwise
+        each core runs a single-threaded forward stream and decoding gets its cores
+        (the threads outnumber the cores, but each blocks when the next stage is
+        full, so they settle on the split by themselves). A GPU forward needs one
+        stream; decoding then gets most of the cores.
+        """
+        cores = max(1, cores)
+        total = decode_cpu + forward_cpu
+        share = decode_cpu / total if total > 0 else 0.5
+        decode_cores = share * cores
+        if not on_cpu:
+            return cls(max(1, min(round(decode_cores), max_workers, cores - 1)), cores, 1)
+        if decode_cores < 0.5:
+            return cls(1, cores, 1)
+        return cls(max(1, min(round(decode_cores), max_workers, cores)), 1, cores)
+
+
+def _is_out_of_memory(e: BaseException) -> bool:
+    if isinstance(e, torch.OutOfMemoryError):
+        return True
+    # The CPU allocator and MPS report exhaustion as a plain RuntimeError.
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
+
+
+class BackboneRunner:
+    """Runs the model's backbone on uint8 batches: normalise, forward, float32 CPU embeddings.
+
+    Sub-batches of ``batch_size`` go through the backbone; on out-of-memory the
+    size is halved and the failed sub-batch retried, and the smaller size is kept.
+    """
+
+    def __init__(self, model: "LoadedModel", batch_size: int | None = None, channels_last: bool | None = None):
+        self.model = model
+        self.prep = model.preprocessing
+        self.device = model_device(model)
+        self.batch_size = batch_size or default_batch_size(self.prep, self.device)
+        # channels_last lets oneDNN skip layout reorders around every conv: 2.2x for
+        # Conv4 and 1.3x for Lite0 on CPU (docs/PERFORMANCE.md). GPUs choose their own.
+        self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
+        self.cpu_s = 0.0
+        self.images = 0
+        if self.channels_last:
+            model.learner.to(memory_format=torch.channels_last)
+
+    def _forward(self, pixels: Tensor) -> Tensor:
+        x = normalize(pixels.to(self.device, non_blocking=True), self.prep)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model.learner.embed(x).float()
+
+    @torch.inference_mode()
+    def __call__(self, pixels: Tensor) -> Tensor:
+        cpu0 = time.thread_time()
+        threads = torch.get_num_threads()
+        try:
+            return self._run(pixels)
+        finally:
+            # PyTorch splits each op evenly over its threads, so this thread's CPU time
+            # times their number estimates the whole cost. (Only read while one stream runs.)
+            self.cpu_s += (time.thread_time() - cpu0) * (threads if self.device.type == "cpu" else 1)
+            self.images += pixels.shape[0]
+
+    def _run(self, pixels: Tensor) -> Tensor:
+        out: list[Tensor] = []
+        start = 0
+        while start < pixels.shape[0]:
+            size = self.batch_size
+            try:
+                out.append(self._forward(pixels[start:start + size]).cpu())
+                start += size
+                continue
+            except Exception as e:
+                if not _is_out_of_memory(e) or size == 1:
+                    raise
+            # Outside the except block: the exception's traceback holds the failed
+            # batch's tensors until then, and the cache cannot release them before.
+            self.batch_size = size // 2
+            log.warning("out of memory with batch size %d on %s; retrying with %d", size, self.device,
+                        self.batch_size)
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        if not out:
+            return torch.empty((0, 0), dtype=torch.float32)
+        return out[0] if len(out) == 1 else torch.cat(out)
+
+
+BatchCallback = Callable[[list[ImageItem], np.ndarray], None]
+
+
+def _finished(value: Tensor) -> Future:
+    f: Future = Future()
+    f.set_result(value)
+    return f
+
+
+def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageItem], *,
+                runner: BackboneRunner | None = None, progress: ProgressCallback | None = None,
+                cancel: CancelToken | None = None, on_batch: BatchCallback | None = None,
+                workers: int | None = None, plan: RunPlan | None = None, stage: str = "embedding") -> EmbedReport:
+    """Embed ``items`` into the cache, one transaction per batch; bad files go to ``mark_errors``.
+
+    ``on_batch(items, embeddings)`` runs after each batch is committed (the labeler
+    predicts there, while the batch is still in memory). ``plan`` fixes how the
+    cores are used; by default it is chosen from the costs measured on the second
+    batch (and with an explicit ``workers``, the run keeps one stream).
+    """
+    runner = runner or BackboneRunner(model)
+    report = EmbedReport(total=len(items), batch_size=runner.batch_size)
+    meter = ProgressMeter(stage, len(items), progress)
+    meter.start()
+    t0 = time.perf_counter()
+    if cancel is not None and cancel.cancelled:
+        report.cancelled = True
+        return report
+    decoder = BatchDecoder(model.preprocessing, runner.batch_size,
+                           workers if workers is not None else (plan.decode_workers if plan else None))
+    torch_threads = torch.get_num_threads()
+    max_decode = decoder.workers
+    on_cpu = runner.device.type == "cpu"
+    streams: ThreadPoolExecutor | None = None
+    n_streams = 1
+    in_flight: deque[tuple[DecodedBatch, Future | None]] = deque()
+    marks: tuple[float, int, float, int] | None = None
+
+    def apply(p: RunPlan) -> ThreadPoolExecutor | None:
+        nonlocal n_streams
+        n_streams = p.streams
+        decoder.workers = p.decode_workers
+        decoder.prefetch = p.streams + PREFETCH_BATCHES - 1
+        torch.set_num_threads(p.torch_threads if on_cpu else torch_threads)
+        return ThreadPoolExecutor(p.streams, thread_name_prefix="forward") if p.streams > 1 else None
+
+    def commit(batch: DecodedBatch, z: Future | None) -> None:
+        if batch.failures:
+            project.mark_errors([(item.image_id, reason) for item, reason in batch.failures])
+            report.failed.extend((item.image_id, item.path, reason) for item, reason in batch.failures)
+        if z is not None:
+            emb = z.result().numpy()
+            project.put_embeddings(model.backbone_id, [(item.hash, emb[i]) for i, item in enumerate(batch.items)])
+            report.embedded += len(batch.items)
+            if on_batch is not None:
+                on_batch(batch.items, emb)
+        meter.advance(len(batch.items) + len(batch.failures))
+
+    try:
+        if plan is not None:
+            streams = apply(plan)
+        else:
+            # Measure the second batch (the first pays for warm-up) with one decode thread
+            # and one PyTorch thread: each thread's CPU time is then its own work, not time
+            # spent spinning for a preempted partner.
+            decoder.workers = 1
+        for batch in decoder.batches(items, cancel):
+            z = None
+            if batch.items:
+                z = streams.submit(runner, batch.pixels) if streams else _finished(runner(batch.pixels))
+            in_flight.append((batch, z))
+            while len(in_flight) >= n_streams:
+                commit(*in_flight.popleft())
+            if plan is not None or workers is not None or not batch.items:
+                continue
+            if marks is None:
+                marks = (decoder.cpu_s, decoder.decoded, runner.cpu_s, runner.images)
+                torch.set_num_threads(1)
+                continue
+            decode_cpu = (decoder.cpu_s - marks[0]) / max(1, decoder.decoded - marks[1])
+            forward_cpu = (runner.cpu_s - marks[2]) / max(1, runner.images - marks[3])
+            plan = RunPlan.plan(torch_threads if on_cpu else available_cores(), decode_cpu, forward_cpu, on_cpu,
+                                max_decode)
+            log.debug("decode %.3f ms/img, forward %.3f ms/img: %s", 1e3 * decode_cpu, 1e3 * forward_cpu, plan)
+            streams = apply(plan)
+        while in_flight:
+            commit(*in_flight.popleft())
+    finally:
+        if streams is not None:
+            streams.shutdown(wait=True, cancel_futures=True)
+        if torch.get_num_threads() != torch_threads:
+            torch.set_num_threads(torch_threads)
+    report.cancelled = cancel is not None and cancel.cancelled and report.embedded + len(report.failed) < len(items)
+    report.seconds = time.perf_counter() - t0
+    report.batch_size = runner.batch_size
+    report.plan = plan
+    return report
+
+
+def items_to_embed(project: "Project", model: "LoadedModel", first: Iterable[int] = ()) -> list[ImageItem]:
+    """The project's images missing from the cache for this backbone, ``first`` ids at the front."""
+    front = set(first)
+    items = [ImageItem(int(i), str(p), str(h)) for i, p, h in project.images_to_embed(model.backbone_id)]
+    items.sort(key=lambda it: it.image_id not in front)  # stable: keeps the store's order otherwise
+    return items
+
+
+def embed_missing(project: "Project", model: "LoadedModel", *, progress: ProgressCallback | None = None,
+                  cancel: CancelToken | None = None, batch_size: int | None = None,
+                  workers: int | None = None) -> EmbedReport:
+    """Fill the cache for every usable image of the project; what is cached already is not redone."""
+    runner = BackboneRunner(model, batch_size)
+    return embed_items(project, model, items_to_embed(project, model), runner=runner, progress=progress,
+                       cancel=cancel, workers=workers)

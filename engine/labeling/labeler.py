@@ -1,0 +1,390 @@
+"""Adapt a model on a project's examples and label every image of the project.
+
+Head-only methods (ProtoNet now) work on cached embeddings: a run embeds what
+is missing from the cache (examples first, since adapting needs them), predicts
+each new batch as soon as it is embedded, and predicts images embedded by
+earlier runs straight from the cache. Re-adapting after the examples change
+(:meth:`Labeler.refresh`) never decodes an image again.
+
+Methods that adapt the backbone cannot reuse embeddings: the labeler decodes
+the examples, adapts on the pixels, and predicts every image from its pixels.
+
+Which predictions are current: the model recorded with ``set_model`` carries a
+fingerprint of the examples it adapted on, so the same examples give the same
+model id and an interrupted run resumes with only the images that have no
+prediction from it; changed examples give a new id and every image is
+predicted again (from the cache, in milliseconds, for head-only methods).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from engine.data.transforms import normalize
+from engine.errors import FewShotError
+from engine.labeling.embedder import BackboneRunner, BatchDecoder, ImageItem, RunPlan, embed_items, items_to_embed
+from engine.labeling.progress import CancelToken, ProgressCallback, ProgressMeter
+from engine.labeling.records import PredictionRow
+from engine.labeling.scoring import CachedScorer, EmbeddingTable, PredictionArrays
+from engine.methods.base import Predictor
+
+if TYPE_CHECKING:
+    from engine.labeling.store import Project
+    from engine.model_store import LoadedModel
+
+log = logging.getLogger(__name__)
+
+# Predictions per transaction when predicting from the cache during a run: big
+# enough that commits (each an fsync) cost little, small enough that a kill
+# loses at most a moment of work.
+CACHE_PREDICT_CHUNK = 4096
+
+
+@dataclass
+class AdaptedTask:
+    """A head adapted on the project's examples; output ``k`` of the head is class ``class_ids[k]``."""
+
+    predictor: Predictor
+    class_ids: list[int]
+    examples: int
+    fingerprint: str
+    skipped_classes: list[str] = field(default_factory=list)  # classes with no usable example
+
+
+@dataclass
+class LabelSummary:
+    """What :func:`label_project` did.
+
+    ``embedded``: images decoded and embedded in this run; ``from_cache``: images
+    predicted from embeddings cached before; ``failed``: (image id, path, reason)
+    of files that could not be decoded in this run; ``images_per_s``: images
+    decoded per second of the whole run.
+    """
+
+    model_id: int | None  # None when cancelled before the model could adapt
+    class_ids: list[int]
+    examples: int
+    embedded: int = 0
+    from_cache: int = 0
+    predicted: int = 0
+    failed: list[tuple[int, str, str]] = field(default_factory=list)
+    skipped_classes: list[str] = field(default_factory=list)
+    cancelled: bool = False
+    seconds: float = 0.0
+    plan: RunPlan | None = None  # how decoding and the forward pass shared the cores
+
+    @property
+    def images_per_s(self) -> float:
+        done = self.embedded + len(self.failed)
+        return done / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class RefreshReport:
+    """What :meth:`Labeler.refresh` did, with its time split: loading the cache
+    (once per session), adapting and computing every prediction, writing them."""
+
+    model_id: int
+    images: int
+    classes: int
+    load_s: float
+    compute_s: float
+    write_s: float
+    recomputed_classes: int
+
+
+def stored_model_meta(model: "LoadedModel", task: AdaptedTask) -> dict[str, Any]:
+    """The metadata recorded with the predictions: the model's own, its backbone id
+    (review reads cached embeddings by it) and what it adapted on."""
+    meta = dict(model.meta)
+    meta["backbone_id"] = model.backbone_id
+    meta["adapted_on"] = {"examples": task.examples, "classes": task.class_ids, "fingerprint": task.fingerprint}
+    return meta
+
+
+def support_fingerprint(pairs: list[tuple[int, str]]) -> str:
+    """Identifies a support set by (class id, image content hash), whatever the order."""
+    h = hashlib.sha256()
+    for class_id, content_hash in sorted(pairs):
+        h.update(f"{class_id}:{content_hash}\n".encode())
+    return h.hexdigest()[:24]
+
+
+def prediction_rows(image_ids: np.ndarray | list[int], arrays: PredictionArrays,
+                    class_ids: list[int]) -> list[PredictionRow]:
+    cids = np.asarray(class_ids, dtype=np.int64)  # one array shared by every row
+    mi = arrays.mutual_info.tolist() if arrays.mutual_info is not None else [None] * len(arrays)
+    return [PredictionRow(int(i), arrays.probs[k], cids, e, m, u, o)
+            for k, (i, e, m, u, o) in enumerate(zip(np.asarray(image_ids).tolist(), arrays.entropy.tolist(),
+                                                    arrays.margin.tolist(), mi, arrays.ood_score.tolist()))]
+
+
+class Labeler:
+    """Labels one project with one model; keeps the cache in memory between refreshes.
+
+    The GUI keeps one per (project, model) and calls :meth:`refresh` after each
+    correction; the CLI calls :meth:`label` once.
+    """
+
+    def __init__(self, project: "Project", model: "LoadedModel", *, batch_size: int | None = None,
+                 workers: int | None = None, plan: RunPlan | None = None):
+        self.project = project
+        self.model = model
+        self.head_only = bool(getattr(model.learner, "head_only", True))
+        self.batch_size = batch_size
+        self.workers = workers
+        self.plan = plan  # how labeling uses the cores; None: measured and chosen per run
+        self._runner: BackboneRunner | None = None
+        self._table: EmbeddingTable | None = None
+        self._row_of_image: dict[int, int] = {}
+        self._scorer: CachedScorer | None = None
+        self._table_key: tuple[int, int] | None = None
+
+    # ------------------------------------------------------------------ public
+
+    def label(self, progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> LabelSummary:
+        """Adapt on the examples and predict every usable image that has no current prediction."""
+        t0 = time.perf_counter()
+        summary = self._label_head_only(progress, cancel) if self.head_only else self._label_by_pixels(progress, cancel)
+        summary.seconds = time.perf_counter() - t0
+        log.info("labeling: %d embedded, %d from cache, %d predicted, %d failed in %.1f s%s", summary.embedded,
+                 summary.from_cache, summary.predicted, len(summary.failed), summary.seconds,
+                 " (cancelled)" if summary.cancelled else "")
+        return summary
+
+    def refresh(self) -> RefreshReport:
+        """Re-adapt on the current examples and recompute every prediction from the cache.
+
+        Head-only methods only; images not embedded yet keep no prediction until
+        :meth:`label` runs. All predictions are written in one transaction.
+        """
+        if not self.head_only:
+            raise FewShotError(f"{self.model.learner.name} adapts the whole network, so its predictions cannot be "
+                               "refreshed from cached embeddings; run labeling again")
+        t0 = time.perf_counter()
+        table = self._ensure_table()
+        t1 = time.perf_counter()
+        task = self.adapt()
+        scores = self._scorer_for(table).score(task.predictor, task.class_ids)
+        t2 = time.perf_counter()
+        model_id = self.project.set_model(self.model.name, stored_model_meta(self.model, task))
+        self.project.write_predictions(model_id, prediction_rows(table.image_ids, scores, task.class_ids))
+        t3 = time.perf_counter()
+        assert self._scorer is not None
+        return RefreshReport(model_id, len(table), len(task.class_ids), t1 - t0, t2 - t1, t3 - t2,
+                             self._scorer.recomputed_classes)
+
+    def adapt(self) -> AdaptedTask:
+        """Adapt a head on the cached embeddings of the examples (head-only methods);
+        examples not embedded yet are embedded first."""
+        pairs = self.project.examples()
+        found = self._example_embeddings(pairs)
+        if len(found) < len(pairs):
+            self._embed_examples(None, None)  # examples added since: embed them (a few images)
+            self._invalidate()
+            found = self._example_embeddings(pairs)
+        class_ids, skipped = self._classes_with_examples({cid for cid, _, _ in found})
+        index = {cid: k for k, cid in enumerate(class_ids)}
+        found = [f for f in found if f[0] in index]
+        z = torch.stack([v for _, _, v in found]) if found else torch.zeros((0, 0))
+        y = torch.tensor([index[cid] for cid, _, _ in found], dtype=torch.long)
+        head = self.model.learner.adapt_embeddings(z, y, len(class_ids))
+        fingerprint = support_fingerprint([(cid, h) for cid, h, _ in found])
+        return AdaptedTask(head, class_ids, len(found), fingerprint, skipped)
+
+    def _example_embeddings(self, pairs: list[tuple[int, int]]) -> list[tuple[int, str, torch.Tensor]]:
+        """(class id, content hash, embedding) of each example with a cached embedding: from
+        the in-memory table when it is loaded (a refresh), else from the store (a few rows)."""
+        if self._table is not None and self._table_key == self._cache_key():
+            table = self._table
+            rows = [(cid, self._row_of_image.get(image_id)) for image_id, cid in pairs]
+            return [(cid, table.hashes[r], table.matrix[r]) for cid, r in rows if r is not None]
+        hashes = [self.project.image(image_id).hash for image_id, _ in pairs]
+        cached, matrix = self.project.get_embeddings(self.model.backbone_id, [h for h in hashes if h])
+        row = {h: k for k, h in enumerate(cached)}
+        vectors = torch.from_numpy(matrix)
+        return [(cid, h, vectors[row[h]]) for (_, cid), h in zip(pairs, hashes) if h in row]
+
+    # ------------------------------------------------------------------ head-only labeling
+
+    def _label_head_only(self, progress: ProgressCallback | None, cancel: CancelToken | None) -> LabelSummary:
+        example_report = self._embed_examples(progress, cancel)
+        failed = list(example_report.failed)
+        if example_report.cancelled:
+            return LabelSummary(None, [], 0, embedded=example_report.embedded, failed=failed, cancelled=True)
+        self._invalidate()
+        task = self.adapt()
+        model_id = self.project.set_model(self.model.name, stored_model_meta(self.model, task))
+        summary = LabelSummary(model_id, task.class_ids, task.examples, embedded=example_report.embedded,
+                               failed=failed, skipped_classes=task.skipped_classes)
+
+        # 1. Images embedded before (earlier runs, other models with this backbone):
+        # predicted straight from the cache.
+        done = self.project.predicted_image_ids(model_id)
+        items = items_to_embed(self.project, self.model)
+        usable = self.project.count() - self.project.count(status="error")
+        todo = np.zeros(0, dtype=np.int64)
+        if len(done) + len(items) < usable:  # some cached image lacks this model's prediction
+            table = self._ensure_table()
+            todo = np.flatnonzero(~np.isin(table.image_ids, np.fromiter(done, dtype=np.int64, count=len(done))))
+        meter = ProgressMeter("predicting from cache", len(todo), progress)
+        meter.start()
+        if len(todo):
+            scores = self._scorer_for(table).score(task.predictor, task.class_ids)
+            for start in range(0, len(todo), CACHE_PREDICT_CHUNK):
+                if cancel is not None and cancel.cancelled:
+                    summary.cancelled = True
+                    return summary
+                rows = todo[start:start + CACHE_PREDICT_CHUNK]
+                part = PredictionArrays(scores.probs[rows], scores.entropy[rows], scores.margin[rows],
+                                        scores.ood_score[rows],
+                                        None if scores.mutual_info is None else scores.mutual_info[rows])
+                self.project.write_predictions(model_id, prediction_rows(table.image_ids[rows], part, task.class_ids))
+                summary.from_cache += len(rows)
+                summary.predicted += len(rows)
+                meter.advance(len(rows))
+
+        # 2. Images never embedded: embed in batches, predicting each batch while it is in memory.
+        if items:
+            def predict_batch(batch: list[ImageItem], z: np.ndarray) -> None:
+                with torch.inference_mode():
+                    p = task.predictor.predict_embeddings(torch.from_numpy(z))
+                rows = prediction_rows([it.image_id for it in batch], PredictionArrays.from_prediction(p),
+                                       task.class_ids)
+                self.project.write_predictions(model_id, rows)
+                summary.predicted += len(rows)
+
+            report = embed_items(self.project, self.model, items, runner=self._backbone(), progress=progress,
+                                 cancel=cancel, on_batch=predict_batch, workers=self.workers, plan=self.plan,
+                                 stage="labeling")
+            summary.embedded += report.embedded
+            summary.failed.extend(report.failed)
+            summary.cancelled = report.cancelled
+            summary.plan = report.plan
+            self._invalidate()  # new rows in the cache
+        return summary
+
+    def _embed_examples(self, progress: ProgressCallback | None, cancel: CancelToken | None):
+        example_ids = {image_id for image_id, _ in self.project.examples()}
+        items = [it for it in items_to_embed(self.project, self.model, example_ids) if it.image_id in example_ids]
+        return embed_items(self.project, self.model, items, runner=self._backbone(), progress=progress,
+                           cancel=cancel, workers=self.workers, stage="embedding examples")
+
+    # ------------------------------------------------------------------ methods that adapt the backbone
+
+    def _label_by_pixels(self, progress: ProgressCallback | None, cancel: CancelToken | None) -> LabelSummary:
+        records = [r for r in self.project.iter_images() if r.error is None and r.hash is not None]
+        by_id = {r.id: r for r in records}
+        pairs = [(image_id, cid) for image_id, cid in self.project.examples() if image_id in by_id]
+        runner = self._backbone()
+        decoder = BatchDecoder(self.model.preprocessing, runner.batch_size, self.workers)
+        support = [ImageItem(i, by_id[i].path, str(by_id[i].hash)) for i, _ in pairs]
+        class_of = dict(pairs)
+        xs, ys_cid, failed = [], [], []
+        for batch in decoder.batches(support):
+            xs.append(batch.pixels)
+            ys_cid += [class_of[it.image_id] for it in batch.items]
+            failed += [(it.image_id, it.path, reason) for it, reason in batch.failures]
+        if failed:
+            self.project.mark_errors([(i, reason) for i, _, reason in failed])
+        class_ids, skipped = self._classes_with_examples(set(ys_cid))
+        index = {cid: k for k, cid in enumerate(class_ids)}
+        keep = [k for k, cid in enumerate(ys_cid) if cid in index]
+        x = normalize(torch.cat(xs)[keep], self.model.preprocessing).to(runner.device)
+        y = torch.tensor([index[ys_cid[k]] for k in keep], dtype=torch.long, device=runner.device)
+        predictor = self.model.learner.adapt(x, y)  # may need gradients (an inner loop): no inference_mode
+        fingerprint = support_fingerprint([(ys_cid[k], support[k].hash) for k in keep])
+        task = AdaptedTask(predictor, class_ids, len(keep), fingerprint, skipped)
+        model_id = self.project.set_model(self.model.name, stored_model_meta(self.model, task))
+        summary = LabelSummary(model_id, class_ids, len(keep), failed=failed, skipped_classes=skipped)
+
+        done = self.project.predicted_image_ids(model_id)
+        failed_ids = {i for i, _, _ in failed}
+        items = [ImageItem(r.id, r.path, str(r.hash)) for r in records if r.id not in done and r.id not in failed_ids]
+        meter = ProgressMeter("labeling", len(items), progress)
+        meter.start()
+        for batch in decoder.batches(items, cancel):
+            if batch.failures:
+                self.project.mark_errors([(it.image_id, reason) for it, reason in batch.failures])
+                summary.failed += [(it.image_id, it.path, reason) for it, reason in batch.failures]
+            if batch.items:
+                with torch.inference_mode():
+                    p = predictor.predict(normalize(batch.pixels.to(runner.device), self.model.preprocessing))
+                self.project.write_predictions(model_id, prediction_rows(
+                    [it.image_id for it in batch.items], PredictionArrays.from_prediction(p), class_ids))
+                summary.embedded += len(batch.items)
+                summary.predicted += len(batch.items)
+            meter.advance(len(batch.items) + len(batch.failures))
+        summary.cancelled = cancel is not None and cancel.cancelled and meter.done < len(items)
+        return summary
+
+    # ------------------------------------------------------------------ helpers
+
+    def _classes_with_examples(self, with_examples: set[int]) -> tuple[list[int], list[str]]:
+        classes = self.project.classes()
+        class_ids = [c.id for c in classes if c.id in with_examples]
+        skipped = [c.name for c in classes if c.id not in with_examples]
+        if not class_ids:
+            if not classes:
+                raise FewShotError("the project has no classes yet: add a class and a few example images of it")
+            raise FewShotError("no class has a usable example image: add at least one readable example "
+                               f"to {', '.join(repr(c.name) for c in classes)}")
+        if skipped:
+            log.warning("classes without a usable example are left out until they get one: %s", ", ".join(skipped))
+        return class_ids, skipped
+
+    def _backbone(self) -> BackboneRunner:
+        if self._runner is None:
+            self._runner = BackboneRunner(self.model, self.batch_size)
+        return self._runner
+
+    def _invalidate(self) -> None:
+        self._table = None
+        self._table_key = None
+
+    def _cache_key(self) -> tuple[int, int]:
+        # Images are only ever added or marked bad, so these two counts change whenever
+        # the set of usable images does.
+        return self.project.count(), self.project.count(status="error")
+
+    def _ensure_table(self) -> EmbeddingTable:
+        key = self._cache_key()
+        if self._table is not None and key == self._table_key:
+            return self._table
+        ids, hashes = [], []
+        for rec in self.project.iter_images():
+            if rec.error is None and rec.hash is not None:
+                ids.append(rec.id)
+                hashes.append(rec.hash)
+        cached_hashes, matrix = self.project.get_embeddings(self.model.backbone_id, hashes)
+        row_of_hash = {h: k for k, h in enumerate(cached_hashes)}
+        id_of_hash = dict(zip(hashes, ids))
+        image_ids = np.array([id_of_hash[h] for h in cached_hashes], dtype=np.int64)
+        table = EmbeddingTable(image_ids, cached_hashes, torch.from_numpy(matrix))
+        self._table, self._table_key = table, key
+        self._row_of_image = {int(i): row_of_hash[h] for i, h in zip(image_ids, cached_hashes)}
+        if self._scorer is None or self._scorer.table is not table:
+            self._scorer = None
+        return table
+
+    def _scorer_for(self, table: EmbeddingTable) -> CachedScorer:
+        if self._scorer is None or self._scorer.table is not table:
+            self._scorer = CachedScorer(table)
+        return self._scorer
+
+
+def label_project(project: "Project", model: "LoadedModel", progress: ProgressCallback | None = None,
+                  cancel: CancelToken | None = None) -> LabelSummary:
+    """Adapt ``model`` on the project's examples and label every usable image (see :class:`Labeler`)."""
+    return Labeler(project, model).label(progress, cancel)
+
+
+def refresh_predictions(project: "Project", model: "LoadedModel") -> RefreshReport:
+    """Re-adapt on the current examples and recompute every prediction from the embedding cache."""
+    return Labeler(project, model).refresh()
