@@ -1,0 +1,297 @@
+"""The classes panel: one card per class with its colour, name and example thumbnails.
+
+Each card is a drop target: image files or folders from the file manager, or
+tiles dragged from the results grid, dropped on a card become that class's
+examples. The panel never touches the project itself; it emits requests that
+the main window turns into worker jobs.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from PySide6.QtCore import QMimeData, Qt, Signal
+from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QMouseEvent
+from PySide6.QtWidgets import (QColorDialog, QFileDialog, QFrame, QHBoxLayout, QInputDialog, QLabel, QMenu,
+                               QMessageBox, QPushButton, QScrollArea, QSizePolicy, QToolButton, QVBoxLayout, QWidget)
+
+from fewshot_gui.results_model import IDS_MIME
+from fewshot_gui.thumbnails import ThumbnailLoader
+
+EXAMPLE_THUMB = 36
+MAX_SHOWN_EXAMPLES = 5
+IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.gif *.webp *.tif *.tiff *.ppm *.pgm *.pbm)"
+
+
+def dropped_items(mime: QMimeData) -> tuple[list[str], list[int]]:
+    """(local file paths, project image ids) a drop carries. Ids win: a tile from the
+    grid names an image already in the project, so it needs no rescan."""
+    if mime.hasFormat(IDS_MIME):
+        try:
+            ids = [int(i) for i in json.loads(bytes(mime.data(IDS_MIME).data()).decode())]
+        except (ValueError, TypeError):
+            ids = []
+        return [], ids
+    paths = [u.toLocalFile() for u in mime.urls() if u.isLocalFile()]
+    return paths, []
+
+
+def _set_style(widget: QWidget, sheet: str) -> None:
+    # Setting a style sheet re-polishes the widget even when it is unchanged, and the
+    # panel is refreshed after every edit: only touch it when it differs.
+    if widget.styleSheet() != sheet:
+        widget.setStyleSheet(sheet)
+
+
+class ClassCard(QFrame):
+    dropped = Signal(int, list, list)  # class id, paths, image ids
+    menu_requested = Signal(int, object)  # class id, global pos
+    rename_requested = Signal(int)
+
+    def __init__(self, info: Any, loader: ThumbnailLoader, parent=None):
+        super().__init__(parent)
+        self.info = info
+        self.loader = loader
+        self.example_paths: list[str] = []
+        self.setObjectName("classCard")
+        self.setAcceptDrops(True)
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.swatch = QLabel()
+        self.swatch.setFixedSize(14, 14)
+        self.name = QLabel()
+        font = self.name.font()
+        font.setBold(True)
+        self.name.setFont(font)
+        self.count = QLabel()
+        self.count.setStyleSheet("color: palette(placeholder-text);")
+        self.key = QLabel()
+        self.key.setToolTip("Key that assigns this class in review mode")
+        self.key.setStyleSheet("border: 1px solid palette(mid); border-radius: 3px; padding: 0 4px;")
+        self.more = QToolButton(text="\u22ef", autoRaise=True)
+        self.more.setToolTip("Rename, colour, order, delete")
+        self.more.clicked.connect(lambda: self.menu_requested.emit(
+            self.info.id, self.more.mapToGlobal(self.more.rect().bottomLeft())))
+        head = QHBoxLayout()
+        head.setContentsMargins(0, 0, 0, 0)
+        head.addWidget(self.swatch)
+        head.addWidget(self.name, 1)
+        head.addWidget(self.count)
+        head.addWidget(self.key)
+        head.addWidget(self.more)
+        self.strip = QHBoxLayout()
+        self.strip.setContentsMargins(0, 0, 0, 0)
+        self.strip.setSpacing(3)
+        self.thumbs = [QLabel() for _ in range(MAX_SHOWN_EXAMPLES)]
+        for t in self.thumbs:
+            t.setFixedSize(EXAMPLE_THUMB, EXAMPLE_THUMB)
+            t.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            self.strip.addWidget(t)
+        self.overflow = QLabel()
+        self.strip.addWidget(self.overflow)
+        self.strip.addStretch(1)
+        self.hint = QLabel("Drop example images here")
+        self.hint.setStyleSheet("color: palette(placeholder-text); font-style: italic;")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(8, 6, 8, 6)
+        layout.addLayout(head)
+        layout.addLayout(self.strip)
+        layout.addWidget(self.hint)
+        loader.ready.connect(self._thumbnail_ready)
+        self.set_info(info, [], None)
+        self._set_highlight(False)
+
+    def set_info(self, info: Any, example_paths: list[str], key: int | None) -> None:
+        self.info = info
+        self.example_paths = example_paths
+        _set_style(self.swatch, f"background: {info.color}; border-radius: 7px;")
+        self.name.setText(info.name)
+        n = len(example_paths)
+        self.count.setText(f"{n} example{'s' if n != 1 else ''}")
+        self.key.setText(str(key) if key is not None else "")
+        self.key.setVisible(key is not None)
+        self.hint.setVisible(n == 0)
+        self.overflow.setText(f"+{n - MAX_SHOWN_EXAMPLES}" if n > MAX_SHOWN_EXAMPLES else "")
+        self._show_thumbs()
+
+    def _show_thumbs(self) -> None:
+        for label, path in zip(self.thumbs, self.example_paths[:MAX_SHOWN_EXAMPLES] +
+                               [""] * MAX_SHOWN_EXAMPLES):
+            if not path:
+                label.clear()
+                label.setVisible(False)
+                continue
+            label.setVisible(True)
+            label.setToolTip(path)
+            pm = self.loader.pixmap(path, EXAMPLE_THUMB * 2)
+            if pm is None:
+                label.clear()
+                _set_style(label, "background: palette(alternate-base);")
+            else:
+                _set_style(label, f"border: 1px solid {self.info.color};")
+                label.setPixmap(pm.scaled(EXAMPLE_THUMB - 2, EXAMPLE_THUMB - 2, Qt.AspectRatioMode.KeepAspectRatio,
+                                          Qt.TransformationMode.SmoothTransformation))
+
+    def _thumbnail_ready(self, path: str) -> None:
+        if path in self.example_paths[:MAX_SHOWN_EXAMPLES]:
+            self._show_thumbs()
+
+    def _set_highlight(self, on: bool) -> None:
+        color = QColor(self.info.color)
+        border = f"2px solid {color.name()}" if on else "1px solid palette(mid)"
+        bg = color.lighter(185).name() if on else "palette(base)"
+        _set_style(self, f"#classCard {{ border: {border}; border-radius: 6px; background: {bg}; }}")
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt override
+        if event.mimeData().hasUrls() or event.mimeData().hasFormat(IDS_MIME):
+            event.setDropAction(Qt.DropAction.CopyAction)
+            event.accept()
+            self._set_highlight(True)
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event) -> None:  # noqa: N802 - Qt override
+        if event.mimeData().hasUrls() or event.mimeData().hasFormat(IDS_MIME):
+            event.setDropAction(Qt.DropAction.CopyAction)
+            event.accept()
+
+    def dragLeaveEvent(self, _event) -> None:  # noqa: N802 - Qt override
+        self._set_highlight(False)
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt override
+        self._set_highlight(False)
+        paths, ids = dropped_items(event.mimeData())
+        if not paths and not ids:
+            event.ignore()
+            return
+        event.setDropAction(Qt.DropAction.CopyAction)
+        event.accept()
+        self.dropped.emit(self.info.id, paths, ids)
+
+    def mouseDoubleClickEvent(self, _event: QMouseEvent) -> None:  # noqa: N802 - Qt override
+        self.rename_requested.emit(self.info.id)
+
+    def contextMenuEvent(self, event) -> None:  # noqa: N802 - Qt override
+        self.menu_requested.emit(self.info.id, event.globalPos())
+
+
+class ClassesPanel(QWidget):
+    """Emits requests; the main window runs them as jobs and calls :meth:`set_classes` back."""
+
+    add_requested = Signal(str)
+    rename_requested = Signal(int, str)
+    color_requested = Signal(int, str)
+    delete_requested = Signal(int)
+    reorder_requested = Signal(list)
+    examples_dropped = Signal(int, list, list)  # class id, paths, image ids
+
+    def __init__(self, loader: ThumbnailLoader, parent=None):
+        super().__init__(parent)
+        self.loader = loader
+        self.classes: list[Any] = []
+        self.cards: dict[int, ClassCard] = {}
+        title = QLabel("<b>Classes</b>")
+        self.add_button = QPushButton("Add class\u2026")
+        self.add_button.setToolTip("Add a class, then drop a few example images on it")
+        self.add_button.clicked.connect(self.ask_new_class)
+        head = QHBoxLayout()
+        head.addWidget(title, 1)
+        head.addWidget(self.add_button)
+        self.body = QWidget()
+        self.list = QVBoxLayout(self.body)
+        self.list.setContentsMargins(0, 0, 0, 0)
+        self.list.setSpacing(6)
+        self.empty = QLabel("No classes yet.\nAdd one, then drop a few example images of it here.")
+        self.empty.setWordWrap(True)
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty.setStyleSheet("color: palette(placeholder-text); padding: 20px;")
+        self.list.addWidget(self.empty)
+        self.list.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        # Cards fit the panel's width (their thumbnails are capped): never scroll sideways.
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(self.body)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.addLayout(head)
+        layout.addWidget(scroll, 1)
+        self.setMinimumWidth(270)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
+
+    def set_classes(self, classes: list[Any], examples: dict[int, list[str]]) -> None:
+        self.classes = list(classes)
+        for cid in [c for c in self.cards if c not in {c.id for c in classes}]:
+            card = self.cards.pop(cid)
+            card.setParent(None)
+            card.deleteLater()
+        for i, info in enumerate(classes):
+            card = self.cards.get(info.id)
+            if card is None:
+                card = ClassCard(info, self.loader)
+                card.dropped.connect(self.examples_dropped)
+                card.menu_requested.connect(self._menu)
+                card.rename_requested.connect(self.ask_rename)
+                self.cards[info.id] = card
+            self.list.insertWidget(i, card)  # re-inserting moves it: cards follow the class order
+            card.set_info(info, examples.get(info.id, []), i + 1 if i < 9 else None)
+        self.empty.setVisible(not classes)
+
+    # ------------------------------------------------------------ user requests
+
+    def ask_new_class(self) -> None:
+        name, ok = QInputDialog.getText(self, "Add class", "Name of the new class:")
+        if ok and name.strip():
+            self.add_requested.emit(name.strip())
+
+    def ask_rename(self, class_id: int) -> None:
+        info = self._info(class_id)
+        name, ok = QInputDialog.getText(self, "Rename class", "New name:", text=info.name)
+        if ok and name.strip() and name.strip() != info.name:
+            self.rename_requested.emit(class_id, name.strip())
+
+    def ask_color(self, class_id: int) -> None:
+        info = self._info(class_id)
+        color = QColorDialog.getColor(QColor(info.color), self, f"Colour of {info.name}")
+        if color.isValid():
+            self.color_requested.emit(class_id, color.name())
+
+    def ask_delete(self, class_id: int) -> None:
+        info = self._info(class_id)
+        answer = QMessageBox.question(
+            self, "Delete class",
+            f"Delete the class \u201c{info.name}\u201d with its examples and labels?\n"
+            "Its images go back to unlabeled. This cannot be undone.")
+        if answer == QMessageBox.StandardButton.Yes:
+            self.delete_requested.emit(class_id)
+
+    def ask_examples(self, class_id: int) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, f"Examples of {self._info(class_id).name}", "", IMAGE_FILTER)
+        if paths:
+            self.examples_dropped.emit(class_id, paths, [])
+
+    def move(self, class_id: int, step: int) -> None:
+        ids = [c.id for c in self.classes]
+        i = ids.index(class_id)
+        j = i + step
+        if 0 <= j < len(ids):
+            ids[i], ids[j] = ids[j], ids[i]
+            self.reorder_requested.emit(ids)
+
+    def _info(self, class_id: int) -> Any:
+        return next(c for c in self.classes if c.id == class_id)
+
+    def _menu(self, class_id: int, pos) -> None:
+        menu = QMenu(self)
+        menu.addAction("Add examples\u2026", lambda: self.ask_examples(class_id))
+        menu.addAction("Rename\u2026", lambda: self.ask_rename(class_id))
+        menu.addAction("Colour\u2026", lambda: self.ask_color(class_id))
+        menu.addSeparator()
+        up = menu.addAction("Move up", lambda: self.move(class_id, -1))
+        down = menu.addAction("Move down", lambda: self.move(class_id, 1))
+        ids = [c.id for c in self.classes]
+        up.setEnabled(ids.index(class_id) > 0)
+        down.setEnabled(ids.index(class_id) < len(ids) - 1)
+        menu.addSeparator()
+        menu.addAction("Delete\u2026", lambda: self.ask_delete(class_id))
+        menu.exec(pos)

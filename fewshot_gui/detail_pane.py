@@ -1,0 +1,167 @@
+"""The selected image in detail: a larger preview, each class's probability as a bar,
+and the uncertainty numbers (entropy, margin, mutual information, OOD score)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QRect, QSize, Qt
+from PySide6.QtGui import QColor, QPainter
+from PySide6.QtWidgets import QFormLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
+
+from fewshot_gui.thumbnails import ThumbnailLoader
+
+PREVIEW = 256
+
+
+class ProbabilityBars(QWidget):
+    """One row per class, in class order: colour, name, bar, percentage. The
+    predicted class is bold; a confirmed label is marked with a check."""
+
+    ROW = 22
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.rows: list[tuple[str, str, float, bool, bool]] = []  # name, colour, p, predicted, confirmed
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+
+    def set_rows(self, rows: list[tuple[str, str, float, bool, bool]]) -> None:
+        self.rows = rows
+        self.setFixedHeight(max(1, len(rows)) * self.ROW + 4)
+        self.update()
+
+    def sizeHint(self) -> QSize:
+        return QSize(240, max(1, len(self.rows)) * self.ROW + 4)
+
+    def paintEvent(self, _event) -> None:
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        pal = self.palette()
+        if not self.rows:
+            p.setPen(pal.placeholderText().color())
+            p.drawText(self.rect(), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, "No prediction yet")
+            return
+        name_w = min(110, self.width() // 3)
+        pct_w = 44
+        for i, (name, color, prob, predicted, confirmed) in enumerate(self.rows):
+            y = 2 + i * self.ROW
+            font = p.font()
+            font.setBold(predicted)
+            p.setFont(font)
+            p.setPen(pal.text().color())
+            label = ("\u2713 " if confirmed else "") + name
+            p.drawText(QRect(0, y, name_w - 4, self.ROW), Qt.AlignmentFlag.AlignVCenter,
+                       p.fontMetrics().elidedText(label, Qt.TextElideMode.ElideRight, name_w - 4))
+            track = QRect(name_w, y + 5, self.width() - name_w - pct_w, self.ROW - 10)
+            p.setPen(Qt.PenStyle.NoPen)
+            p.setBrush(pal.alternateBase().color())
+            p.drawRoundedRect(track, 3, 3)
+            bar = QRect(track)
+            bar.setWidth(max(0, round(track.width() * prob)))
+            p.setBrush(QColor(color))
+            if bar.width():
+                p.drawRoundedRect(bar, 3, 3)
+            p.setPen(pal.text().color())
+            p.drawText(QRect(self.width() - pct_w, y, pct_w, self.ROW),
+                       Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight, f"{prob:.0%}")
+
+
+def probability_rows(rec: Any, classes: list[Any]) -> list[tuple[str, str, float, bool, bool]]:
+    if rec is None or not rec.probs:
+        return []
+    return [(c.name, c.color, float(rec.probs.get(c.id, 0.0)), c.id == rec.predicted_class_id,
+             rec.status == "confirmed" and rec.label_class_id == c.id) for c in classes]
+
+
+def _num(value: float | None, fmt: str = "{:.3f}") -> str:
+    return "\u2014" if value is None else fmt.format(value)
+
+
+class DetailPane(QWidget):
+    def __init__(self, loader: ThumbnailLoader, parent=None):
+        super().__init__(parent)
+        self.loader = loader
+        self.record: Any = None
+        self.classes: list[Any] = []
+        self.preview = QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
+        self.preview.setMinimumSize(PREVIEW // 2, PREVIEW // 2)
+        self.preview.setMaximumHeight(PREVIEW + 8)
+        self.preview.setStyleSheet("background: palette(alternate-base); border-radius: 6px;")
+        self.name = QLabel(wordWrap=True, textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse)
+        font = self.name.font()
+        font.setBold(True)
+        self.name.setFont(font)
+        self.label = QLabel(wordWrap=True)
+        self.bars = ProbabilityBars()
+        self.entropy = QLabel()
+        self.margin = QLabel()
+        self.mutual_info = QLabel()
+        self.ood = QLabel()
+        self.size = QLabel()
+        numbers = QFormLayout()
+        numbers.addRow("Entropy", self.entropy)
+        numbers.addRow("Margin", self.margin)
+        numbers.addRow("Mutual info", self.mutual_info)
+        numbers.addRow("OOD score", self.ood)
+        numbers.addRow("Size", self.size)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.preview)
+        layout.addWidget(self.name)
+        layout.addWidget(self.label)
+        layout.addWidget(QLabel("<b>Class probabilities</b>"))
+        layout.addWidget(self.bars)
+        layout.addLayout(numbers)
+        layout.addStretch(1)
+        loader.ready.connect(self._thumbnail_ready)
+        self.show_record(None, [])
+
+    def show_record(self, rec: Any, classes: list[Any]) -> None:
+        self.record, self.classes = rec, classes
+        if rec is None:
+            self.preview.clear()
+            self.preview.setText("Select an image")
+            for w in (self.name, self.label, self.entropy, self.margin, self.mutual_info, self.ood, self.size):
+                w.clear()
+            self.bars.set_rows([])
+            return
+        self.name.setText(Path(rec.path).name)
+        self.name.setToolTip(rec.path)
+        self.label.setText(describe_label(rec, {c.id: c for c in classes}))
+        self.bars.set_rows(probability_rows(rec, classes))
+        self.entropy.setText(_num(rec.entropy))
+        self.margin.setText(_num(rec.margin))
+        self.mutual_info.setText(_num(rec.mutual_info))
+        self.ood.setText(_num(rec.ood_score))
+        self.size.setText(f"{rec.width} \u00d7 {rec.height} px" if rec.width else "\u2014")
+        self._show_preview()
+
+    def _show_preview(self) -> None:
+        rec = self.record
+        if rec is None:
+            return
+        pm = self.loader.pixmap(rec.path, PREVIEW)
+        if pm is not None:
+            self.preview.setPixmap(pm.scaled(self.preview.width() - 8, PREVIEW, Qt.AspectRatioMode.KeepAspectRatio,
+                                             Qt.TransformationMode.SmoothTransformation))
+        elif rec.error is not None or self.loader.failed(rec.path):
+            self.preview.setText("This file cannot be shown")
+        else:
+            self.preview.setText("Loading\u2026")
+
+    def _thumbnail_ready(self, path: str) -> None:
+        if self.record is not None and path == self.record.path:
+            self._show_preview()
+
+
+def describe_label(rec: Any, classes: dict[int, Any]) -> str:
+    """One line for the label: what it is, who said so, and how sure the model is."""
+    if rec.status == "error":
+        return f"<span style='color:#d62728'>Unreadable:</span> {rec.error}"
+    if rec.status == "unlabeled":
+        return "Not labeled yet"
+    cls = classes.get(rec.label_class_id)
+    name = cls.name if cls is not None else "none of these classes"
+    if rec.status == "confirmed":
+        return f"Confirmed: <b>{name}</b>"
+    conf = "" if rec.confidence is None else f" ({rec.confidence:.0%})"
+    return f"Predicted: <b>{name}</b>{conf}"

@@ -1,0 +1,174 @@
+"""What the engine worker runs: each function takes (context, handle, ...) and runs in
+the worker thread. They are the GUI's only way into the engine, and they import
+it lazily so that nothing here loads torch on the main thread.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from engine.errors import FewShotError
+from fewshot_gui.worker import EngineContext, JobHandle
+
+log = logging.getLogger(__name__)
+
+
+def start_engine(ctx: EngineContext, h: JobHandle) -> str:
+    from engine.runtime import describe_device, pick_device, tune_cpu_allocator
+    tune_cpu_allocator()
+    ctx.device = pick_device("auto")
+    ctx.device_text = describe_device(ctx.device)
+    # Import what labeling needs now, while the user is still choosing a project.
+    import engine.labeling.labeler  # noqa: F401
+    import engine.labeling.store  # noqa: F401
+    return ctx.device_text
+
+
+def load_model(ctx: EngineContext, h: JobHandle, spec: str) -> str:
+    from engine.model_store import load_model as load
+    from engine.runtime import pick_device
+    if ctx.device is None:
+        ctx.device = pick_device("auto")
+    model = load(spec, ctx.device)
+    ctx.model = model
+    ctx.labeler = None
+    meta = model.meta
+    return str(meta.get("description") or f"{meta.get('method')} on {meta.get('backbone')}")
+
+
+def open_project(ctx: EngineContext, h: JobHandle, path: str, create: bool) -> tuple[Any, str | None]:
+    """The project, and the model it was last labeled with (None for a new one)."""
+    from engine.labeling.store import Project
+    project = Project.create(path) if create else Project.open(path)
+    close_project(ctx, h)
+    ctx.project = project
+    current = project.current_model()
+    return project, (current[1] if current is not None else None)
+
+
+def close_project(ctx: EngineContext, h: JobHandle) -> None:
+    if ctx.project is not None:
+        ctx.project.close()
+    ctx.project = None
+    ctx.labeler = None
+
+
+def project_of(ctx: EngineContext) -> Any:
+    if ctx.project is None:
+        raise FewShotError("no project is open: create or open one first (File menu)")
+    return ctx.project
+
+
+def _labeler(ctx: EngineContext) -> Any:
+    """One Labeler per (project, model): it keeps the embedding table in memory, so
+    re-adapting after a correction costs milliseconds instead of a reload."""
+    from engine.labeling.labeler import Labeler
+    project = project_of(ctx)
+    if ctx.model is None:
+        raise FewShotError("no model is loaded: choose one in Labeling > Model")
+    lab = ctx.labeler
+    if lab is None or lab.project is not project or lab.model is not ctx.model:
+        lab = Labeler(project, ctx.model)
+        ctx.labeler = lab
+    return lab
+
+
+def add_images(ctx: EngineContext, h: JobHandle, folder: str) -> tuple[Any, bool]:
+    """Register a folder's images; also says whether there are examples to label them with."""
+    project = project_of(ctx)
+    report = project.add_images([folder], recursive=True,
+                                progress=lambda done, total: h.report("reading files", done, total))
+    return report, bool(project.examples())
+
+
+def label(ctx: EngineContext, h: JobHandle) -> Any:
+    return _labeler(ctx).label(progress=_progress(h), cancel=h.cancel)
+
+
+def _progress(h: JobHandle):
+    def callback(p: Any) -> None:
+        h.progress(p)
+        if p.done:
+            h.batch_done()
+    return callback
+
+
+def refresh(ctx: EngineContext, h: JobHandle) -> Any:
+    """Re-adapt on the current examples and refresh every prediction.
+
+    Head-only models do it from cached embeddings; others label again. With no
+    usable example left (all undone), predictions stay as they were: there is
+    nothing to adapt on, and a refresh must not throw the user's view away.
+    """
+    project = project_of(ctx)
+    if not project.examples():
+        return None
+    lab = _labeler(ctx)
+    if not lab.head_only:
+        return lab.label(progress=_progress(h), cancel=h.cancel)
+    return lab.refresh()
+
+
+def add_examples(ctx: EngineContext, h: JobHandle, class_id: int, items: list) -> Any:
+    """Make files, folders or project images examples, then re-adapt: a label run when
+    the project has images never embedded (it embeds the examples too), else a refresh."""
+    project = project_of(ctx)
+    report = project.add_examples(class_id, items)
+    if report.added and ctx.model is not None:
+        if project.count(status="unlabeled") or project.current_model() is None:
+            label(ctx, h)
+        else:
+            refresh(ctx, h)
+    return report
+
+
+def set_labels(ctx: EngineContext, h: JobHandle, image_ids: list[int], class_id: int | None) -> bool:
+    """Confirm images; returns whether predictions need refreshing (some were corrections).
+
+    Only database writes: this runs as a quick job, possibly between the batches of a
+    label run, so the re-adaptation is left to a job of its own after it."""
+    project = project_of(ctx)
+    corrections = []
+    for image_id in image_ids:
+        rec = project.image(image_id)
+        if class_id is not None and rec.predicted_class_id is not None and rec.predicted_class_id != class_id:
+            corrections.append(image_id)  # the model was wrong here: teach it (one undo step for all)
+        else:
+            project.set_label(image_id, class_id)
+    if corrections:
+        project.add_examples(class_id, corrections)
+    return bool(corrections)
+
+
+def accept_prediction(ctx: EngineContext, h: JobHandle, image_id: int) -> None:
+    """Confirm the model's prediction as the label (read here, so the decision uses the
+    prediction as the database holds it, not as the screen showed it a moment ago)."""
+    project = project_of(ctx)
+    rec = project.image(image_id)
+    if rec.predicted_class_id is None:
+        raise FewShotError(f"{rec.path} has no prediction to accept yet; assign a class with its number key")
+    project.set_label(image_id, rec.predicted_class_id)
+
+
+def delete_class(ctx: EngineContext, h: JobHandle, class_id: int) -> None:
+    project = project_of(ctx)
+    project.delete_class(class_id)
+    if ctx.model is not None and project.current_model() is not None:
+        refresh(ctx, h)
+
+
+def review_order(ctx: EngineContext, h: JobHandle, mode: str) -> list[int]:
+    from engine.labeling.review import review_order as order
+    return order(project_of(ctx), mode)
+
+
+def export_labels(ctx: EngineContext, h: JobHandle, kind: str, path: str) -> Any:
+    from engine.export import labels
+    project = project_of(ctx)
+    if kind == "csv":
+        return labels.export_csv(project, path, overwrite=True)  # the save dialog asked before replacing
+    if kind == "json":
+        return labels.export_json(project, path, overwrite=True)
+    if kind == "folders":
+        return labels.export_folders(project, path, progress=lambda done, total: h.report("copying", done, total))
+    raise FewShotError(f"unknown export kind {kind!r}; use csv, json or folders")
