@@ -132,14 +132,15 @@ def test_backbone_runner_halves_the_batch_on_out_of_memory():
 def test_run_plan_gives_decoding_its_share_of_the_cores():
     # Conv4 characters on 2 cores: decoding is a third of the work -> two forward streams.
     assert RunPlan.plan(2, 0.15e-3, 0.3e-3) == RunPlan(decode_workers=1, torch_threads=1, streams=2)
-    # Lite0 photos: one decode thread in the gaps, PyTorch keeps both threads.
-    assert RunPlan.plan(2, 2.5e-3, 24e-3) == RunPlan(decode_workers=1, torch_threads=2, streams=1)
+    # Lite0 photos: PyTorch keeps both threads, decoding runs between forward passes on both cores.
+    assert RunPlan.plan(2, 2.5e-3, 24e-3) == RunPlan(decode_workers=2, torch_threads=2, streams=1, overlap=False)
     assert RunPlan.plan(8, 1e-3, 1e-3) == RunPlan(4, 1, 8)
     assert RunPlan.plan(16, 1e-3, 1e-5, on_cpu=False) == RunPlan(4, 16, 1)  # a GPU forward; the GIL caps decoding
     assert RunPlan.plan(1, 1e-3, 1e-3) == RunPlan(1, 1, 1)
 
 
-@pytest.mark.parametrize("plan", [RunPlan(1, 1, 2), RunPlan(2, 1, 1)], ids=["two-streams", "two-decoders"])
+@pytest.mark.parametrize("plan", [RunPlan(1, 1, 2), RunPlan(2, 1, 1), RunPlan(2, 2, 1, overlap=False)],
+                         ids=["two-streams", "two-decoders", "decode-between-passes"])
 def test_every_way_of_sharing_the_cores_caches_the_same_embeddings(tmp_path, characters, omniglot_model, plan):
     threads = torch.get_num_threads()
     with new_project(tmp_path, characters) as project:

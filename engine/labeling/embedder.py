@@ -11,10 +11,12 @@ depends on what each costs (measured on the run's second batch, see
 :class:`RunPlan`). PyTorch splits each op evenly over its threads and waits
 for the slowest, so a decode thread that preempts one of them stalls them all.
 When decoding is a small part of the work (EfficientNet-Lite0 on photos: a
-tenth), PyTorch keeps all its threads and one decode thread fills the gaps.
-When it is a large part (Conv4 on 28 px characters: half as much as the
-forward pass), each core runs its own single-threaded forward stream on whole
-batches, which nothing can stall, and the decode threads take their share.
+tenth), PyTorch keeps every thread and the next batch is decoded between two
+forward passes, on every core: overlapping it measured slower than not
+(docs/PERFORMANCE.md). When decoding is a large part (Conv4 on 28 px
+characters: half as much as the forward pass), each core runs its own
+single-threaded forward stream on whole batches, which nothing can stall, and
+the decode threads overlap with them. On a GPU decoding always overlaps.
 
 Every project call happens on the calling thread (SQLite connections belong
 to one thread). A file that cannot be decoded is recorded with its reason and
@@ -152,8 +154,9 @@ class BatchDecoder:
     """Decodes a list of images into uint8 batches in a thread pool, ahead of the consumer.
 
     ``workers`` threads decode at once and ``prefetch`` batches are kept decoding
-    ahead; both may change between batches (the next batch submitted uses them).
-    ``cpu_s``/``decoded`` add up the decode cost.
+    ahead: from the moment a batch is handed over (``eager``, overlapping the
+    consumer's work) or only once the consumer asks for the next one. All three
+    may change between batches. ``cpu_s``/``decoded`` add up the decode cost.
     """
 
     def __init__(self, prep: Preprocessing, batch_size: int, workers: int | None = None,
@@ -163,6 +166,7 @@ class BatchDecoder:
         self.batch_size = max(1, batch_size)
         self.workers = max(1, workers if workers is not None else min(available_cores(), MAX_DECODE_WORKERS))
         self.prefetch = max(1, prefetch)
+        self.eager = True
         self.cpu_s = 0.0
         self.decoded = 0
 
@@ -205,15 +209,17 @@ class BatchDecoder:
                     reasons.extend(part)
                     self.cpu_s += cpu
                 self.decoded += len(chunk)
-                # Keep the pool busy while the consumer works on this batch.
-                while len(pending) < self.prefetch and submit_next():
-                    pass
+                if self.eager:  # keep the pool busy while the consumer works on this batch
+                    while len(pending) < self.prefetch and submit_next():
+                        pass
                 ok = [i for i, r in enumerate(reasons) if r is None]
                 pixels = torch.from_numpy(buf if len(ok) == len(chunk) else buf[ok])
                 failures = [(chunk[i], r) for i, r in enumerate(reasons) if r is not None]
                 yield DecodedBatch([chunk[i] for i in ok], pixels, failures)
                 if cancel is not None and cancel.cancelled:
                     return
+                while len(pending) < self.prefetch and submit_next():
+                    pass
         finally:
             for _, pool in pools:
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -221,23 +227,26 @@ class BatchDecoder:
 
 @dataclass(frozen=True)
 class RunPlan:
-    """How a run uses the cores: decode threads, PyTorch threads per op, parallel forward streams."""
+    """How a run uses the cores: decode threads, PyTorch threads per op, parallel forward
+    streams, and whether decoding overlaps the forward pass or runs between passes."""
 
     decode_workers: int
     torch_threads: int
     streams: int = 1
+    overlap: bool = True
 
     @classmethod
     def plan(cls, cores: int, decode_cpu: float, forward_cpu: float, on_cpu: bool = True,
              max_workers: int = MAX_DECODE_WORKERS) -> "RunPlan":
         """``decode_cpu``/``forward_cpu``: CPU seconds per image.
 
-        Decoding is worth ``share x cores`` cores. Under half a core, one decode thread
-        fills the gaps of a forward pass that keeps every PyTorch thread. Otherwise
-        each core runs a single-threaded forward stream and decoding gets its cores
-        (the threads outnumber the cores, but each blocks when the next stage is
-        full, so they settle on the split by themselves). A GPU forward needs one
-        stream; decoding then gets most of the cores.
+        Decoding is worth ``share x cores`` cores. Under half a core, the forward pass
+        keeps every PyTorch thread and each batch is decoded on every core between
+        two passes. Otherwise each core runs a single-threaded forward stream and
+        decoding overlaps with them on its share of the cores (the threads outnumber
+        the cores, but each blocks when the next stage is full, so they settle on
+        the split by themselves). A GPU forward needs one stream and little CPU:
+        decoding overlaps it on most of the cores.
         """
         cores = max(1, cores)
         total = decode_cpu + forward_cpu
@@ -246,7 +255,7 @@ class RunPlan:
         if not on_cpu:
             return cls(max(1, min(round(decode_cores), max_workers, cores - 1)), cores, 1)
         if decode_cores < 0.5:
-            return cls(1, cores, 1)
+            return cls(min(cores, max_workers), cores, 1, overlap=False)
         return cls(max(1, min(round(decode_cores), max_workers, cores)), 1, cores)
 
 
@@ -322,6 +331,11 @@ class BackboneRunner:
 
 BatchCallback = Callable[[list[ImageItem], np.ndarray], None]
 
+# Plans measured in this process, by (backbone id, device, PyTorch threads, batch size):
+# the costs do not change between runs, so only a process's first run pays for
+# measuring (two batches run in a slower way).
+_PLANS: dict[tuple[str, str, int, int], RunPlan] = {}
+
 
 def _finished(value: Tensor) -> Future:
     f: Future = Future()
@@ -338,7 +352,8 @@ def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageI
     ``on_batch(items, embeddings)`` runs after each batch is committed (the labeler
     predicts there, while the batch is still in memory). ``plan`` fixes how the
     cores are used; by default it is chosen from the costs measured on the second
-    batch (and with an explicit ``workers``, the run keeps one stream).
+    batch of the first run of this backbone in the process, and reused by later
+    runs (with an explicit ``workers``, the run keeps one stream).
     """
     runner = runner or BackboneRunner(model)
     report = EmbedReport(total=len(items), batch_size=runner.batch_size)
@@ -348,9 +363,13 @@ def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageI
     if cancel is not None and cancel.cancelled:
         report.cancelled = True
         return report
+    torch_threads = torch.get_num_threads()
+    forward_batch = runner.batch_size
+    plan_key = (model.backbone_id, str(runner.device), torch_threads, runner.batch_size)
+    if plan is None and workers is None:
+        plan = _PLANS.get(plan_key)
     decoder = BatchDecoder(model.preprocessing, runner.batch_size,
                            workers if workers is not None else (plan.decode_workers if plan else None))
-    torch_threads = torch.get_num_threads()
     max_decode = decoder.workers
     on_cpu = runner.device.type == "cpu"
     streams: ThreadPoolExecutor | None = None
@@ -362,8 +381,12 @@ def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageI
         nonlocal n_streams
         n_streams = p.streams
         decoder.workers = p.decode_workers
-        decoder.prefetch = p.streams + PREFETCH_BATCHES - 1
+        decoder.eager = p.overlap
+        decoder.prefetch = p.streams + PREFETCH_BATCHES - 1 if p.overlap else 1
         torch.set_num_threads(p.torch_threads if on_cpu else torch_threads)
+        # Each stream runs its batch in 1/streams-sized pieces: the streams together then
+        # hold as many activations as one stream with the whole batch would.
+        runner.batch_size = max(1, forward_batch // p.streams)
         return ThreadPoolExecutor(p.streams, thread_name_prefix="forward") if p.streams > 1 else None
 
     def commit(batch: DecodedBatch, z: Future | None) -> None:
@@ -404,12 +427,15 @@ def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageI
             plan = RunPlan.plan(torch_threads if on_cpu else available_cores(), decode_cpu, forward_cpu, on_cpu,
                                 max_decode)
             log.debug("decode %.3f ms/img, forward %.3f ms/img: %s", 1e3 * decode_cpu, 1e3 * forward_cpu, plan)
+            _PLANS[plan_key] = plan
             streams = apply(plan)
         while in_flight:
             commit(*in_flight.popleft())
     finally:
         if streams is not None:
             streams.shutdown(wait=True, cancel_futures=True)
+            # Back to whole batches, unless out-of-memory halved the pieces meanwhile.
+            runner.batch_size = min(forward_batch, runner.batch_size * n_streams)
         if torch.get_num_threads() != torch_threads:
             torch.set_num_threads(torch_threads)
     report.cancelled = cancel is not None and cancel.cancelled and report.embedded + len(report.failed) < len(items)
