@@ -48,7 +48,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from engine.data.transforms import load_uint8, normalize  # noqa: E402
+from engine.data.transforms import load_uint8  # noqa: E402
 from engine.labeling.embedder import BackboneRunner, BatchDecoder, ImageItem, RunPlan  # noqa: E402
 from engine.labeling.labeler import Labeler  # noqa: E402
 from engine.labeling.store import Project  # noqa: E402

@@ -244,7 +244,8 @@ def format_summary(r: dict[str, Any]) -> str:
              f"with model {r['model']} on {r['device']}"]
     width = max((len(name) for name in r["classes"]), default=5)
     for name, c in r["classes"].items():
-        lines.append(f"  {name:<{width}}  {c['total']:>7} images ({c['confirmed']} confirmed, {c['predicted']} predicted)")
+        lines.append(f"  {name:<{width}}  {c['total']:>7} images "
+                     f"({c['confirmed']} confirmed, {c['predicted']} predicted)")
     if r["classes_without_examples"]:
         lines.append(f"classes left out (no usable example): {', '.join(r['classes_without_examples'])}")
     lines.append(f"{r['labeled']} of {r['images']} images labeled; {r['embedded']} decoded at "

@@ -1,10 +1,10 @@
 """Images on disk -> backbone embeddings in the project's cache, as fast as the backbone allows.
 
-Three stages overlap: worker threads decode the next batches while the backbone
-runs on the current one, and the calling thread writes each finished batch's
-embeddings in one transaction. Pillow releases the GIL while it decodes and
-resizes, and PyTorch while it computes, so threads are enough; processes would
-have to import torch again and copy every batch between them.
+Three stages: worker threads decode batches of images, the backbone runs on
+them, and the calling thread writes each finished batch's embeddings in one
+transaction. Pillow releases the GIL while it decodes and resizes, and PyTorch
+while it computes, so threads are enough; processes would have to import torch
+again and copy every batch between them.
 
 On a CPU, decoding and the forward pass share the cores, and how to share them
 depends on what each costs (measured on the run's second batch, see
@@ -15,7 +15,7 @@ tenth), PyTorch keeps every thread and the next batch is decoded between two
 forward passes, on every core: overlapping it measured slower than not
 (docs/PERFORMANCE.md). When decoding is a large part (Conv4 on 28 px
 characters: half as much as the forward pass), each core runs its own
-single-threaded forward stream on whole batches, which nothing can stall, and
+single-threaded forward stream on its own batches, which nothing can stall, and
 the decode threads overlap with them. On a GPU decoding always overlaps.
 
 Every project call happens on the calling thread (SQLite connections belong
@@ -353,7 +353,9 @@ def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageI
     predicts there, while the batch is still in memory). ``plan`` fixes how the
     cores are used; by default it is chosen from the costs measured on the second
     batch of the first run of this backbone in the process, and reused by later
-    runs (with an explicit ``workers``, the run keeps one stream).
+    runs (with an explicit ``workers``, the run keeps one stream). PyTorch's
+    process-wide thread count follows the plan during the run and is restored
+    after it: run one labeling job at a time.
     """
     runner = runner or BackboneRunner(model)
     report = EmbedReport(total=len(items), batch_size=runner.batch_size)
