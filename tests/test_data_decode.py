@@ -319,3 +319,41 @@ def test_permission_denied_path_even_as_root(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied")
     monkeypatch.setattr(decode_module, "open", refuse, raising=False)
     assert "permission denied" in reason_of(p)
+
+
+def test_torch_free_pixels_equal_the_tensor_path(tmp_path):
+    """engine.data.pixels (the labeler's decode threads, `fewshot predict`) gives the very
+    pixels training gets, for every kind of file the decoder converts."""
+    from engine.data.pixels import decode_into, load_array, normalize_array, resize_image
+    rotated = Image.new("RGB", (40, 20), (255, 255, 255))
+    rotated.paste((0, 0, 0), (0, 0, 20, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    bits = Image.new("1", (105, 105), 1)
+    bits.paste(0, (10, 10, 60, 90))
+    files = [
+        save(noise(), tmp_path / "rgb.png"),
+        save(bits, tmp_path / "bits.png"),
+        save(rotated, tmp_path / "phone.jpg", exif=exif.tobytes(), quality=95),
+        save(Image.new("RGBA", (30, 17), (10, 200, 30, 90)), tmp_path / "alpha.png"),
+        save(noise().convert("P"), tmp_path / "palette.gif"),
+        save(Image.new("CMYK", (33, 21), (0, 255, 0, 0)), tmp_path / "cmyk.jpg"),
+        save(Image.fromarray(np.arange(600, dtype=np.uint16).reshape(20, 30) * 100), tmp_path / "deep.png"),
+    ]
+    preps = [Preprocessing(size=(28, 28), channels=1, invert=True),
+             Preprocessing(size=(24, 32), channels=3, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3),
+                           resize="shorter_side_center_crop")]
+    for prep in preps:
+        for f in files:
+            ref = resize_image(to_mode(decode_image(f), prep.channels), prep)
+            ref = np.asarray(ref).reshape(*prep.size, prep.channels).transpose(2, 0, 1)
+            ref = 255 - ref if prep.invert else ref
+            arr = load_array(f, prep)
+            assert arr.dtype == np.uint8 and arr.shape == (prep.channels, *prep.size)
+            assert np.array_equal(arr, ref), f.name
+            assert np.array_equal(load_uint8(f, prep).numpy(), arr)
+            row = np.zeros_like(arr)
+            decode_into(f.read_bytes(), prep, row, name=f.name)
+            assert np.array_equal(row, arr)
+        batch = np.stack([load_array(f, prep) for f in files])
+        assert np.array_equal(normalize_array(batch, prep), normalize(torch.from_numpy(batch), prep).numpy())

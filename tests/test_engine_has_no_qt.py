@@ -18,3 +18,19 @@ def test_importing_every_engine_module_loads_no_qt():
     assert out.returncode == 0, out.stderr
     modules = int(out.stdout.split()[0])
     assert modules > 10, "the walk should have imported the whole engine"
+
+
+TORCH_FREE = """
+import sys
+import engine.data.pixels, engine.data.decode, engine.data.preprocessing, engine.labeling.store, engine.labeling.scan
+from engine.data import load_array, IMAGE_EXTENSIONS
+heavy = sorted(n for n in ('torch', 'torchvision') if n in sys.modules)
+assert not heavy, heavy
+print('ok')
+"""
+
+
+def test_pixels_and_the_store_load_without_torch():
+    # `fewshot predict` (onnxruntime only) and the app's first window rely on this.
+    out = subprocess.run([sys.executable, "-c", TORCH_FREE], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -1,18 +1,35 @@
-"""Image decoding, dataset layouts and episode sampling (no Qt here)."""
-from engine.data.class_dataset import ClassDataset, LazyClassDataset, TensorClassDataset
-from engine.data.decode import decode_image, to_mode
-from engine.data.episodes import Episode
-from engine.data.folder import IMAGE_EXTENSIONS, find_class_images, load_folder
-from engine.data.lake_runs import LakeRun, load_lake_runs
-from engine.data.miniimagenet import load_miniimagenet, miniimagenet_preprocessing
-from engine.data.omniglot import OmniglotArchive, load_omniglot, omniglot_preprocessing
-from engine.data.preprocessing import Preprocessing
-from engine.data.sampler import EpisodeSampler
-from engine.data.transforms import image_to_uint8, load_uint8, normalize, resize_uint8
+"""Image decoding, dataset layouts and episode sampling (no Qt here).
 
-__all__ = [
-    "ClassDataset", "Episode", "EpisodeSampler", "IMAGE_EXTENSIONS", "LakeRun", "LazyClassDataset",
-    "OmniglotArchive", "Preprocessing", "TensorClassDataset", "decode_image", "find_class_images",
-    "image_to_uint8", "load_folder", "load_lake_runs", "load_miniimagenet", "load_omniglot", "load_uint8",
-    "miniimagenet_preprocessing", "normalize", "omniglot_preprocessing", "resize_uint8", "to_mode",
-]
+The names below load on first use (PEP 562): ``engine.data.decode`` and
+``engine.data.pixels`` need only Pillow and NumPy, and importing them must not
+pull in torch (``fewshot predict`` runs on onnxruntime alone, and the app's
+first window must not wait for torch).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "ClassDataset": "class_dataset", "LazyClassDataset": "class_dataset", "TensorClassDataset": "class_dataset",
+    "decode_image": "decode", "to_mode": "decode",
+    "Episode": "episodes",
+    "IMAGE_EXTENSIONS": "decode", "find_class_images": "folder", "load_folder": "folder",
+    "LakeRun": "lake_runs", "load_lake_runs": "lake_runs",
+    "load_miniimagenet": "miniimagenet", "miniimagenet_preprocessing": "miniimagenet",
+    "OmniglotArchive": "omniglot", "load_omniglot": "omniglot", "omniglot_preprocessing": "omniglot",
+    "Preprocessing": "preprocessing",
+    "EpisodeSampler": "sampler",
+    "load_array": "pixels", "normalize_array": "pixels",
+    "image_to_uint8": "transforms", "load_uint8": "transforms", "normalize": "transforms",
+    "resize_uint8": "transforms",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'engine.data' has no attribute '{name}'")
+    return getattr(importlib.import_module(f"engine.data.{module}"), name)

@@ -14,14 +14,13 @@ from typing import Callable
 import torch
 
 from engine.data.class_dataset import ClassDataset, LazyClassDataset, TensorClassDataset, decode_pool
+from engine.data.decode import IMAGE_EXTENSIONS
 from engine.data.preprocessing import Preprocessing
 from engine.data.transforms import check_preprocessing, load_uint8
 from engine.errors import DatasetLayoutError, ImageDecodeError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp",
-                              ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm"})
 MAX_PRELOAD_IMAGES = 20_000
 MAX_PRELOAD_BYTES = 1 << 30
 

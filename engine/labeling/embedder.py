@@ -39,9 +39,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engine.data.decode import decode_image, to_mode
+from engine.data.pixels import check_preprocessing, decode_into
 from engine.data.preprocessing import Preprocessing
-from engine.data.transforms import check_preprocessing, normalize, resize_image
+from engine.data.transforms import normalize
 from engine.errors import ImageDecodeError
 from engine.labeling.progress import CancelToken, ProgressCallback, ProgressMeter
 
@@ -115,21 +115,6 @@ def default_batch_size(prep: Preprocessing, device: torch.device) -> int:
     h, w = prep.size
     size = "small" if h * w * prep.channels <= SMALL_INPUT_PIXELS else "large"
     return (GPU_BATCH if device.type == "cuda" else CPU_BATCH)[size]
-
-
-def decode_into(path: str, prep: Preprocessing, out: np.ndarray) -> None:
-    """Decode ``path`` under ``prep`` into ``out`` (uint8, (C, H, W)): the same pixels as
-    :func:`engine.data.transforms.load_uint8`, written in place so a batch is assembled
-    without a per-image tensor (which costs as much as decoding a small PNG)."""
-    side = max(prep.size)
-    img = decode_image(path, draft_size=(side, side))
-    arr = np.asarray(resize_image(to_mode(img, prep.channels), prep))
-    if arr.ndim == 2:
-        out[0] = arr
-    else:
-        out[...] = arr.transpose(2, 0, 1)
-    if prep.invert:
-        np.subtract(255, out, out=out)
 
 
 def _decode_rows(items: Sequence[ImageItem], prep: Preprocessing, buf: np.ndarray

@@ -25,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 
 # The decoder's own error classes and wording, so one problem reads the same at scan and at decode time.
 from engine.data.decode import _CORRUPT_ERRORS, DEFAULT_MAX_PIXELS, _not_an_image_reason
-from engine.data.folder import IMAGE_EXTENSIONS
+from engine.data.decode import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
