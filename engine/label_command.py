@@ -53,6 +53,9 @@ def add_label_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per batch (default: chosen for the model and device, halved on out-of-memory)")
+    p.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
+                   help="what runs the backbone on the CPU: auto picks the faster of PyTorch and onnxruntime "
+                        "for this model and machine (measured once per run)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 
@@ -198,7 +201,8 @@ def run_label(args: argparse.Namespace) -> int:
             intake = add_examples(project, inputs)
             scan = project.add_images([inputs.images], recursive=True, progress=bars.scan)
             bars.close()
-            summary = Labeler(project, model, batch_size=args.batch_size).label(progress=bars.label, cancel=cancel)
+            labeler = Labeler(project, model, batch_size=args.batch_size, backend=args.backend)
+            summary = labeler.label(progress=bars.label, cancel=cancel)
             bars.close()
             exports: dict[str, Any] = {}
             if not summary.cancelled:
@@ -214,6 +218,7 @@ def run_label(args: argparse.Namespace) -> int:
                 "project": str(project.path),
                 "model": args.model,
                 "device": describe_device(device),
+                "backend": summary.backend,
                 "finished": not summary.cancelled,
                 "images": project.count(),
                 "labeled": project.count(status="predicted") + project.count(status="confirmed"),

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Exported backbones and dataset caches of a test run stay out of the user's cache.
+os.environ.setdefault("FEWSHOT_CACHE_DIR", tempfile.mkdtemp(prefix="fewshot-test-cache-"))
 
 from engine.runtime import tune_cpu_allocator  # noqa: E402
 

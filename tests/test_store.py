@@ -608,3 +608,59 @@ def test_worker_thread_writes_while_the_gui_thread_reads(project, tmp_path):
     assert not failures and project.count(status="predicted") == 30
     assert {r.ood_score for r in project.query(limit=100)} == {29.0}
     assert_consistent(project)
+
+
+def test_prediction_arrays_match_rows_through_class_changes(tmp_path):
+    """write_prediction_arrays (the labeler's path) leaves the same database as
+    write_predictions row by row, across refreshes that move some images to another
+    class and leave others where they were, with human labels, NaN and infinity."""
+    folder = tmp_path / "imgs"
+    for k in range(40):
+        make_png(folder / f"{k:02d}.png", seed=k)
+    projects = [Project.create(tmp_path / f"{name}.fewshot") for name in ("rows", "arrays")]
+    rng = np.random.default_rng(3)
+    try:
+        for p in projects:
+            p.add_images([folder])
+            for name in ("a", "b", "c"):
+                p.add_class(name)
+        ids = [r.id for r in projects[0].iter_images()]
+        assert ids == [r.id for r in projects[1].iter_images()]
+        class_ids = [c.id for c in projects[0].classes()]
+        for p in projects:
+            p.set_label(ids[0], class_ids[2])
+            p.set_label(ids[1], None)
+        probs = rng.dirichlet(np.ones(3), size=len(ids)).astype(np.float32)
+        for step in range(4):
+            if step:  # move a few images to another class, nudge the rest
+                moved = rng.choice(len(ids), size=6, replace=False)
+                probs[moved] = np.roll(probs[moved], 1, axis=1)
+                probs = probs * 0.99 + 0.01 / 3
+            entropy = rng.random(len(ids))
+            entropy[5] = np.nan
+            margin = rng.random(len(ids))
+            ood = rng.exponential(size=len(ids))
+            ood[7] = np.inf
+            model_ids = [p.set_model("m", {"step": step}) for p in projects]
+            projects[0].write_predictions(model_ids[0], [
+                PredictionRow(i, probs[k], class_ids, float(entropy[k]), float(margin[k]), None, float(ood[k]))
+                for k, i in enumerate(ids)])
+            projects[1].write_prediction_arrays(model_ids[1], np.array(ids), class_ids, probs, entropy, margin,
+                                                None, ood)
+            tables = []
+            for p in projects:
+                assert_consistent(p)
+                tables.append((
+                    p._conn.execute("SELECT id, status, label_class_id, label_source, predicted_class_id, "
+                                    "confidence, entropy, margin, mutual_info, ood_score FROM images "
+                                    "ORDER BY id").fetchall(),
+                    p._conn.execute("SELECT image_id, class_id, source FROM labels ORDER BY image_id").fetchall(),
+                    p._conn.execute("SELECT image_id, class_id, probs, class_ids, entropy, ood_score "
+                                    "FROM predictions ORDER BY image_id").fetchall()))
+            assert tables[0] == tables[1], f"step {step}"
+        rec = projects[1].image(ids[0])
+        assert rec.status == "confirmed" and rec.label_class_id == class_ids[2]
+        assert projects[1].image(ids[5]).entropy is None
+    finally:
+        for p in projects:
+            p.close()

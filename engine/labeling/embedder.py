@@ -46,6 +46,7 @@ from engine.errors import ImageDecodeError
 from engine.labeling.progress import CancelToken, ProgressCallback, ProgressMeter
 
 if TYPE_CHECKING:
+    from engine.labeling.onnx_runner import OnnxBackboneRunner
     from engine.labeling.store import Project
     from engine.model_store import LoadedModel
 
@@ -272,6 +273,15 @@ class BackboneRunner:
         if self.channels_last:
             model.learner.to(memory_format=torch.channels_last)
 
+    backend = "torch"
+
+    def get_threads(self) -> int:
+        return torch.get_num_threads()
+
+    def set_threads(self, n: int) -> None:
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+
     def _forward(self, pixels: Tensor) -> Tensor:
         x = normalize(pixels.to(self.device, non_blocking=True), self.prep)
         if self.channels_last:
@@ -316,10 +326,10 @@ class BackboneRunner:
 
 BatchCallback = Callable[[list[ImageItem], np.ndarray], None]
 
-# Plans measured in this process, by (backbone id, device, PyTorch threads, batch size):
+# Plans measured in this process, by (backbone id, backend, device, threads, batch size):
 # the costs do not change between runs, so only a process's first run pays for
 # measuring (two batches run in a slower way).
-_PLANS: dict[tuple[str, str, int, int], RunPlan] = {}
+_PLANS: dict[tuple[str, str, str, int, int], RunPlan] = {}
 
 
 def _finished(value: Tensor) -> Future:
@@ -329,7 +339,7 @@ def _finished(value: Tensor) -> Future:
 
 
 def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageItem], *,
-                runner: BackboneRunner | None = None, progress: ProgressCallback | None = None,
+                runner: "BackboneRunner | OnnxBackboneRunner | None" = None, progress: ProgressCallback | None = None,
                 cancel: CancelToken | None = None, on_batch: BatchCallback | None = None,
                 workers: int | None = None, plan: RunPlan | None = None, stage: str = "embedding") -> EmbedReport:
     """Embed ``items`` into the cache, one transaction per batch; bad files go to ``mark_errors``.
@@ -350,9 +360,9 @@ def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageI
     if cancel is not None and cancel.cancelled:
         report.cancelled = True
         return report
-    torch_threads = torch.get_num_threads()
+    torch_threads = runner.get_threads()
     forward_batch = runner.batch_size
-    plan_key = (model.backbone_id, str(runner.device), torch_threads, runner.batch_size)
+    plan_key = (model.backbone_id, runner.backend, str(runner.device), torch_threads, runner.batch_size)
     if plan is None and workers is None:
         plan = _PLANS.get(plan_key)
     decoder = BatchDecoder(model.preprocessing, runner.batch_size,
@@ -370,7 +380,7 @@ def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageI
         decoder.workers = p.decode_workers
         decoder.eager = p.overlap
         decoder.prefetch = p.streams + PREFETCH_BATCHES - 1 if p.overlap else 1
-        torch.set_num_threads(p.torch_threads if on_cpu else torch_threads)
+        runner.set_threads(p.torch_threads if on_cpu else torch_threads)
         # Each stream runs its batch in 1/streams-sized pieces: the streams together then
         # hold as many activations as one stream with the whole batch would.
         runner.batch_size = max(1, forward_batch // p.streams)
@@ -407,7 +417,7 @@ def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageI
                 continue
             if marks is None:
                 marks = (decoder.cpu_s, decoder.decoded, runner.cpu_s, runner.images)
-                torch.set_num_threads(1)
+                runner.set_threads(1)
                 continue
             decode_cpu = (decoder.cpu_s - marks[0]) / max(1, decoder.decoded - marks[1])
             forward_cpu = (runner.cpu_s - marks[2]) / max(1, runner.images - marks[3])
@@ -423,8 +433,7 @@ def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageI
             streams.shutdown(wait=True, cancel_futures=True)
             # Back to whole batches, unless out-of-memory halved the pieces meanwhile.
             runner.batch_size = min(forward_batch, runner.batch_size * n_streams)
-        if torch.get_num_threads() != torch_threads:
-            torch.set_num_threads(torch_threads)
+        runner.set_threads(torch_threads)
     report.cancelled = cancel is not None and cancel.cancelled and report.embedded + len(report.failed) < len(items)
     report.seconds = time.perf_counter() - t0
     report.batch_size = runner.batch_size

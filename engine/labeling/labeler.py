@@ -29,8 +29,8 @@ import torch
 from engine.data.transforms import normalize
 from engine.errors import FewShotError
 from engine.labeling.embedder import BackboneRunner, BatchDecoder, ImageItem, RunPlan, embed_items, items_to_embed
+from engine.labeling.onnx_runner import OnnxBackboneRunner, choose_runner
 from engine.labeling.progress import CancelToken, ProgressCallback, ProgressMeter
-from engine.labeling.records import PredictionRow
 from engine.labeling.scoring import CachedScorer, EmbeddingTable, PredictionArrays
 from engine.methods.base import Predictor
 
@@ -78,6 +78,7 @@ class LabelSummary:
     cancelled: bool = False
     seconds: float = 0.0
     plan: RunPlan | None = None  # how decoding and the forward pass shared the cores
+    backend: str | None = None  # what ran the backbone (torch, onnxruntime); None when nothing was embedded
 
     @property
     def images_per_s(self) -> float:
@@ -116,13 +117,10 @@ def support_fingerprint(pairs: list[tuple[int, str]]) -> str:
     return h.hexdigest()[:24]
 
 
-def prediction_rows(image_ids: np.ndarray | list[int], arrays: PredictionArrays,
-                    class_ids: list[int]) -> list[PredictionRow]:
-    cids = np.asarray(class_ids, dtype=np.int64)  # one array shared by every row
-    mi = arrays.mutual_info.tolist() if arrays.mutual_info is not None else [None] * len(arrays)
-    return [PredictionRow(int(i), arrays.probs[k], cids, e, m, u, o)
-            for k, (i, e, m, u, o) in enumerate(zip(np.asarray(image_ids).tolist(), arrays.entropy.tolist(),
-                                                    arrays.margin.tolist(), mi, arrays.ood_score.tolist()))]
+def write_arrays(project: "Project", model_id: int, image_ids: np.ndarray | list[int],
+                 arrays: PredictionArrays, class_ids: list[int]) -> None:
+    project.write_prediction_arrays(model_id, np.asarray(image_ids, dtype=np.int64), class_ids, arrays.probs,
+                                    arrays.entropy, arrays.margin, arrays.mutual_info, arrays.ood_score)
 
 
 class Labeler:
@@ -133,14 +131,15 @@ class Labeler:
     """
 
     def __init__(self, project: "Project", model: "LoadedModel", *, batch_size: int | None = None,
-                 workers: int | None = None, plan: RunPlan | None = None):
+                 workers: int | None = None, plan: RunPlan | None = None, backend: str = "auto"):
         self.project = project
         self.model = model
         self.head_only = bool(getattr(model.learner, "head_only", True))
         self.batch_size = batch_size
         self.workers = workers
         self.plan = plan  # how labeling uses the cores; None: measured and chosen per run
-        self._runner: BackboneRunner | None = None
+        self.backend = backend  # the backbone's runtime: torch, onnxruntime, or auto (the faster)
+        self._runner: BackboneRunner | OnnxBackboneRunner | None = None
         self._table: EmbeddingTable | None = None
         self._row_of_image: dict[int, int] = {}
         self._scorer: CachedScorer | None = None
@@ -153,6 +152,8 @@ class Labeler:
         t0 = time.perf_counter()
         summary = self._label_head_only(progress, cancel) if self.head_only else self._label_by_pixels(progress, cancel)
         summary.seconds = time.perf_counter() - t0
+        if self._runner is not None and summary.embedded:
+            summary.backend = self._runner.backend
         log.info("labeling: %d embedded, %d from cache, %d predicted, %d failed in %.1f s%s", summary.embedded,
                  summary.from_cache, summary.predicted, len(summary.failed), summary.seconds,
                  " (cancelled)" if summary.cancelled else "")
@@ -174,7 +175,7 @@ class Labeler:
         scores = self._scorer_for(table).score(task.predictor, task.class_ids)
         t2 = time.perf_counter()
         model_id = self.project.set_model(self.model.name, stored_model_meta(self.model, task))
-        self.project.write_predictions(model_id, prediction_rows(table.image_ids, scores, task.class_ids))
+        write_arrays(self.project, model_id, table.image_ids, scores, task.class_ids)
         t3 = time.perf_counter()
         assert self._scorer is not None
         return RefreshReport(model_id, len(table), len(task.class_ids), t1 - t0, t2 - t1, t3 - t2,
@@ -245,7 +246,7 @@ class Labeler:
                 part = PredictionArrays(scores.probs[rows], scores.entropy[rows], scores.margin[rows],
                                         scores.ood_score[rows],
                                         None if scores.mutual_info is None else scores.mutual_info[rows])
-                self.project.write_predictions(model_id, prediction_rows(table.image_ids[rows], part, task.class_ids))
+                write_arrays(self.project, model_id, table.image_ids[rows], part, task.class_ids)
                 summary.from_cache += len(rows)
                 summary.predicted += len(rows)
                 meter.advance(len(rows))
@@ -255,10 +256,9 @@ class Labeler:
             def predict_batch(batch: list[ImageItem], z: np.ndarray) -> None:
                 with torch.inference_mode():
                     p = task.predictor.predict_embeddings(torch.from_numpy(z))
-                rows = prediction_rows([it.image_id for it in batch], PredictionArrays.from_prediction(p),
-                                       task.class_ids)
-                self.project.write_predictions(model_id, rows)
-                summary.predicted += len(rows)
+                write_arrays(self.project, model_id, [it.image_id for it in batch],
+                             PredictionArrays.from_prediction(p), task.class_ids)
+                summary.predicted += len(batch)
 
             report = embed_items(self.project, self.model, items, runner=self._backbone(), progress=progress,
                                  cancel=cancel, on_batch=predict_batch, workers=self.workers, plan=self.plan,
@@ -316,8 +316,8 @@ class Labeler:
             if batch.items:
                 with torch.inference_mode():
                     p = predictor.predict(normalize(batch.pixels.to(runner.device), self.model.preprocessing))
-                self.project.write_predictions(model_id, prediction_rows(
-                    [it.image_id for it in batch.items], PredictionArrays.from_prediction(p), class_ids))
+                write_arrays(self.project, model_id, [it.image_id for it in batch.items],
+                             PredictionArrays.from_prediction(p), class_ids)
                 summary.embedded += len(batch.items)
                 summary.predicted += len(batch.items)
             meter.advance(len(batch.items) + len(batch.failures))
@@ -339,9 +339,11 @@ class Labeler:
             log.warning("classes without a usable example are left out until they get one: %s", ", ".join(skipped))
         return class_ids, skipped
 
-    def _backbone(self) -> BackboneRunner:
+    def _backbone(self) -> BackboneRunner | OnnxBackboneRunner:
         if self._runner is None:
-            self._runner = BackboneRunner(self.model, self.batch_size)
+            # Methods that adapt the backbone run it in PyTorch (they need its weights' gradients).
+            self._runner = (choose_runner(self.model, self.batch_size, self.backend) if self.head_only
+                            else BackboneRunner(self.model, self.batch_size))
         return self._runner
 
     def _invalidate(self) -> None:

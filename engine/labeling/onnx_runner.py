@@ -1,0 +1,231 @@
+"""The labeler's backbone in onnxruntime, and the choice between it and PyTorch.
+
+On a CPU, onnxruntime runs some backbones much faster than PyTorch eager (it
+fuses batch norm and activations into the convolutions and plans memory once).
+The backbone is exported once per set of weights to the user cache
+(``$FEWSHOT_CACHE_DIR/onnx``), checked against PyTorch on the way, and the
+faster of the two backends is measured once per process and backbone
+(:func:`choose_runner`): which one wins depends on the model and the machine
+(docs/PERFORMANCE.md).
+
+Both runners take uint8 batches and return float32 CPU embeddings, so the
+embedding cache never knows which one filled it; the check at export keeps
+them equal to about 1e-5 of the embeddings' scale.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import io
+import json
+import logging
+import os
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from engine.data.cache import default_cache_dir
+from engine.data.pixels import normalize_array
+from engine.errors import FewShotError
+from engine.labeling.embedder import BackboneRunner, default_batch_size, model_device
+
+if TYPE_CHECKING:
+    from engine.model_store import LoadedModel
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "torch", "onnxruntime")
+OPSET = 18
+# The exported graph may differ from eager PyTorch by rounding only: beyond this
+# fraction of the embeddings' scale, something in the export went wrong.
+PARITY_TOLERANCE = 1e-4
+# onnxruntime is used by "auto" only when it is clearly faster: timing noise must
+# not flip the backend between runs.
+MIN_SPEEDUP = 1.05
+FORMAT_VERSION = 1  # bump when the export changes, so stale cached files are not reused
+
+_lock = threading.Lock()
+_choices: dict[tuple[str, int, int], str] = {}  # (weights key, threads, batch) -> backend
+
+
+class OnnxBackboneRunner:
+    """Runs an exported backbone on uint8 batches: normalise, run, float32 CPU embeddings.
+
+    Has the interface ``embed_items`` uses on a :class:`BackboneRunner`: callable on a
+    uint8 batch, ``batch_size``, ``device``, ``cpu_s``/``images`` and threads that a
+    run plan sets. One session per thread count, made when first needed.
+    """
+
+    backend = "onnxruntime"
+
+    def __init__(self, model: "LoadedModel", path: Path, batch_size: int | None = None):
+        self.model = model
+        self.path = path
+        self.prep = model.preprocessing
+        self.device = torch.device("cpu")
+        self.batch_size = batch_size or default_batch_size(self.prep, self.device)
+        self.threads = torch.get_num_threads()
+        self.cpu_s = 0.0
+        self.images = 0
+        self.provider = ""
+        self._sessions: dict[int, Any] = {}
+        self._input = ""
+        self._session_lock = threading.Lock()
+
+    def get_threads(self) -> int:
+        return self.threads
+
+    def set_threads(self, n: int) -> None:
+        self.threads = max(1, int(n))
+
+    def _session(self) -> Any:
+        threads = self.threads
+        with self._session_lock:
+            session = self._sessions.get(threads)
+            if session is None:
+                from engine.onnx_session import make_session
+                # Labeling on the CPU: the GPU case runs PyTorch (choose_runner).
+                session, self.provider = make_session(self.path, threads=threads, prefer_gpu=False)
+                self._input = session.get_inputs()[0].name
+                self._sessions[threads] = session
+            return session
+
+    def __call__(self, pixels: Tensor) -> Tensor:
+        cpu0 = time.thread_time()
+        threads = self.threads
+        session = self._session()
+        try:
+            x = normalize_array(pixels.numpy(), self.prep)
+            out = [session.run(None, {self._input: x[k:k + self.batch_size]})[0]
+                   for k in range(0, x.shape[0], self.batch_size)]
+            z = out[0] if len(out) == 1 else np.concatenate(out)
+            return torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))
+        finally:
+            # As for PyTorch: the calling thread does one share of each op's work.
+            self.cpu_s += (time.thread_time() - cpu0) * threads
+            self.images += pixels.shape[0]
+
+
+def weights_key(model: "LoadedModel") -> str:
+    """Identifies the backbone's function: weights, preprocessing, torch and export format."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"backbone_id": model.backbone_id, "meta_backbone": model.meta.get("backbone"),
+                         "preprocessing": model.preprocessing.to_dict(), "torch": torch.__version__,
+                         "format": FORMAT_VERSION, "opset": OPSET}, sort_keys=True).encode())
+    for name, t in sorted(model.learner.backbone.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+def onnx_backbone_path(model: "LoadedModel") -> Path:
+    """The exported backbone in the user cache, exported now if it is not there yet."""
+    folder = default_cache_dir() / "onnx"
+    path = folder / f"backbone-{weights_key(model)}.onnx"
+    if path.exists():
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    export_backbone(model, path)
+    return path
+
+
+def export_backbone(model: "LoadedModel", path: Path) -> None:
+    """Export the backbone (dynamic batch) and check it against PyTorch before keeping it."""
+    prep = model.preprocessing
+    # A copy in the default layout: the model itself stays channels-last for PyTorch.
+    backbone = copy.deepcopy(model.learner.backbone).cpu().float().eval()
+    backbone.to(memory_format=torch.contiguous_format)
+    gen = torch.Generator().manual_seed(0)
+    example = torch.randint(0, 256, (3, prep.channels, *prep.size), dtype=torch.uint8, generator=gen)
+    x = torch.from_numpy(normalize_array(example.numpy(), prep))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    t0 = time.perf_counter()
+    try:
+        with torch.no_grad():
+            reference = backbone(x).numpy()
+            _export(backbone, x, tmp)
+        from engine.onnx_session import make_session
+        session, _ = make_session(tmp, threads=1, prefer_gpu=False)
+        got = session.run(None, {session.get_inputs()[0].name: x[:2].numpy()})[0]
+        scale = max(1.0, float(np.abs(reference).max()))
+        diff = float(np.abs(got - reference[:2]).max()) if got.shape == reference[:2].shape else float("inf")
+        if diff > PARITY_TOLERANCE * scale:
+            raise FewShotError(f"the ONNX export of this backbone differs from PyTorch by {diff:.3g} "
+                               f"(scale {scale:.3g}); labeling uses PyTorch")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("exported the %s backbone to %s in %.1f s (max diff %.2g)", model.name, path,
+             time.perf_counter() - t0, diff)
+
+
+def _export(backbone: torch.nn.Module, x: Tensor, path: Path) -> None:
+    # The exporter prints its progress to stdout (which `fewshot label --json` owns) and
+    # logs every optimisation pass at INFO: neither is for our users.
+    loggers = [logging.getLogger(n) for n in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")  # tracing warnings about shapes the export fixes anyway
+            torch.onnx.export(backbone, (x,), str(path), input_names=["pixels"], output_names=["embedding"],
+                              dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+                              opset_version=OPSET, dynamo=True, verbose=False)
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _throughput(runner: Any, pixels: Tensor, repeats: int = 2) -> float:
+    runner(pixels)  # warm-up: first runs allocate and pick kernels
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        runner(pixels)
+        best = min(best, time.perf_counter() - t0)
+    return pixels.shape[0] / best
+
+
+def choose_runner(model: "LoadedModel", batch_size: int | None = None, backend: str = "auto") -> Any:
+    """The runner labeling uses: PyTorch, onnxruntime, or (``auto``) the faster on this
+    machine, measured once per process and backbone. A GPU model keeps PyTorch."""
+    if backend not in BACKENDS:
+        raise FewShotError(f"unknown backend '{backend}'; use one of {', '.join(BACKENDS)}")
+    torch_runner = BackboneRunner(model, batch_size)
+    if backend == "torch" or (backend == "auto" and model_device(model).type != "cpu"):
+        return torch_runner
+    if model_device(model).type != "cpu":
+        raise FewShotError("the onnxruntime backend labels on the CPU; load the model on the CPU or use the torch backend")
+    try:
+        ort_runner = OnnxBackboneRunner(model, onnx_backbone_path(model), batch_size)
+    except Exception as e:  # noqa: BLE001 - any export trouble: PyTorch labels as before
+        if backend == "onnxruntime":
+            raise FewShotError(f"cannot run this model's backbone in onnxruntime ({e}); use --backend torch") from e
+        log.warning("onnxruntime backend unavailable for %s (%s); labeling with PyTorch", model.name, e)
+        return torch_runner
+    if backend == "onnxruntime":
+        return ort_runner
+    key = (weights_key(model), torch.get_num_threads(), torch_runner.batch_size)
+    with _lock:
+        choice = _choices.get(key)
+    if choice is None:
+        prep = model.preprocessing
+        pixels = torch.randint(0, 256, (torch_runner.batch_size, prep.channels, *prep.size), dtype=torch.uint8)
+        speed_torch = _throughput(torch_runner, pixels)
+        speed_ort = _throughput(ort_runner, pixels)
+        choice = "onnxruntime" if speed_ort > MIN_SPEEDUP * speed_torch else "torch"
+        log.info("backbone %s: PyTorch %.0f images/s, onnxruntime %.0f: labeling with %s", model.name,
+                 speed_torch, speed_ort, choice)
+        with _lock:
+            _choices[key] = choice
+    for r in (torch_runner, ort_runner):
+        r.cpu_s, r.images = 0.0, 0
+    return ort_runner if choice == "onnxruntime" else torch_runner

@@ -1,0 +1,145 @@
+"""The labeler's onnxruntime backbone: export once, same embeddings as PyTorch, the choice
+between the two backends, and a fallback to PyTorch when the export fails."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import engine.labeling.onnx_runner as onnx_runner
+from engine.data.transforms import load_uint8
+from engine.errors import FewShotError
+from engine.labeling.embedder import BackboneRunner
+from engine.labeling.labeler import Labeler
+from engine.labeling.onnx_runner import OnnxBackboneRunner, choose_runner, onnx_backbone_path
+from engine.labeling.store import Project
+from engine.model_store import load_model
+from labeling_data import extract_omniglot
+
+WAY = 4
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("omniglot")
+
+
+@pytest.fixture(scope="module")
+def characters(tmp_path_factory) -> dict[str, list[Path]]:
+    return extract_omniglot(tmp_path_factory.mktemp("omniglot"), WAY, per_character=12)
+
+
+def pixels_of(files: list[Path], model) -> torch.Tensor:
+    return torch.stack([load_uint8(f, model.preprocessing) for f in files])
+
+
+def test_export_is_cached_and_matches_pytorch_on_real_images(model, characters):
+    path = onnx_backbone_path(model)
+    assert path.is_file() and path.suffix == ".onnx"
+    mtime = path.stat().st_mtime_ns
+    assert onnx_backbone_path(model) == path and path.stat().st_mtime_ns == mtime, "exported twice"
+    files = [f for fs in characters.values() for f in fs]
+    pixels = pixels_of(files, model)
+    ort_z = OnnxBackboneRunner(model, path, batch_size=16)(pixels)  # several sub-batches: dynamic batch
+    torch_z = BackboneRunner(model)(pixels)
+    assert ort_z.dtype == torch.float32 and ort_z.shape == torch_z.shape
+    scale = torch_z.abs().max().item()
+    assert (ort_z - torch_z).abs().max().item() <= 1e-4 * scale
+    one = OnnxBackboneRunner(model, path)(pixels[:1])  # batch of one
+    assert torch.allclose(one, ort_z[:1], atol=1e-4 * scale)
+
+
+def test_threads_follow_the_plan(model):
+    runner = OnnxBackboneRunner(model, onnx_backbone_path(model))
+    pixels = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
+    runner.set_threads(1)
+    a = runner(pixels)
+    runner.set_threads(2)
+    b = runner(pixels)
+    assert sorted(runner._sessions) == [1, 2]
+    assert torch.allclose(a, b, atol=1e-5)
+    assert runner.images == 16 and runner.cpu_s > 0
+
+
+def test_choose_runner(model, monkeypatch):
+    assert isinstance(choose_runner(model, backend="torch"), BackboneRunner)
+    assert isinstance(choose_runner(model, backend="onnxruntime"), OnnxBackboneRunner)
+    with pytest.raises(FewShotError, match="unknown backend"):
+        choose_runner(model, backend="tensorrt")
+    # auto measures both once per process and backbone, and keeps the faster
+    monkeypatch.setattr(onnx_runner, "_choices", {})
+    speeds = {"torch": 100.0, "onnxruntime": 300.0}
+    monkeypatch.setattr(onnx_runner, "_throughput", lambda r, _p, repeats=2: speeds[r.backend])
+    assert isinstance(choose_runner(model), OnnxBackboneRunner)
+    speeds["onnxruntime"] = 10.0
+    assert isinstance(choose_runner(model), OnnxBackboneRunner), "the choice is measured once per process"
+    monkeypatch.setattr(onnx_runner, "_choices", {})
+    speeds["onnxruntime"] = 102.0  # within timing noise: PyTorch stays
+    assert isinstance(choose_runner(model), BackboneRunner)
+
+
+def test_a_failed_export_falls_back_to_pytorch(model, monkeypatch, tmp_path):
+    monkeypatch.setenv("FEWSHOT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(onnx_runner, "_choices", {})
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("exporter exploded")
+    monkeypatch.setattr(onnx_runner, "_export", broken)
+    assert isinstance(choose_runner(model), BackboneRunner)
+    with pytest.raises(FewShotError, match="exporter exploded.*--backend torch"):
+        choose_runner(model, backend="onnxruntime")
+    assert not list((tmp_path / "cache" / "onnx").glob("*")), "a failed export leaves no file behind"
+
+
+def test_a_wrong_export_is_refused(model, monkeypatch, tmp_path):
+    monkeypatch.setenv("FEWSHOT_CACHE_DIR", str(tmp_path / "cache"))
+    real_export = onnx_runner._export
+
+    def export_other_network(backbone, x, path):
+        other = load_model("omniglot").learner.backbone.cpu().eval()
+        with torch.no_grad():
+            for p in other.parameters():
+                p.mul_(1.5)
+        other.to(memory_format=torch.contiguous_format)
+        real_export(other, x, path)
+    monkeypatch.setattr(onnx_runner, "_export", export_other_network)
+    with pytest.raises(FewShotError, match="differs from PyTorch"):
+        onnx_backbone_path(model)
+    assert not list((tmp_path / "cache" / "onnx").glob("*.onnx"))
+
+
+def test_both_backends_label_a_project_alike(model, characters, tmp_path):
+    predictions = {}
+    for backend in ("torch", "onnxruntime"):
+        with Project.create(tmp_path / f"{backend}.fewshot") as p:
+            for name, files in characters.items():
+                p.add_examples(p.add_class(name.replace("/", " ")), files[:1])
+            p.add_images([f for fs in characters.values() for f in fs[1:]])
+            summary = Labeler(p, model, backend=backend).label()
+            assert summary.backend == backend and summary.predicted >= WAY * 11
+            predictions[backend] = {r.path: (r.predicted_class_id, r.confidence) for r in p.iter_images()}
+    assert predictions["torch"].keys() == predictions["onnxruntime"].keys()
+    for path, (cls, conf) in predictions["torch"].items():
+        other_cls, other_conf = predictions["onnxruntime"][path]
+        assert cls == other_cls and abs(conf - other_conf) < 1e-4, path
+
+
+def test_label_command_reports_the_backend(characters, tmp_path):
+    examples = tmp_path / "examples"
+    for name, files in characters.items():
+        folder = examples / name.replace("/", " ")
+        folder.mkdir(parents=True)
+        (folder / files[0].name).write_bytes(files[0].read_bytes())
+    images = next(iter(characters.values()))[0].parents[2]
+    out = subprocess.run([sys.executable, "-m", "engine.cli", "label", "--project", str(tmp_path / "p.fewshot"),
+                          "--examples", str(examples), "--images", str(images), "--model", "omniglot",
+                          "--backend", "onnxruntime", "--json"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)  # nothing but the JSON on stdout, exporter chatter included
+    assert summary["backend"] == "onnxruntime" and summary["embedded"] > 0
+    assert np.isfinite(summary["images_per_s"])
