@@ -357,3 +357,11 @@ def test_torch_free_pixels_equal_the_tensor_path(tmp_path):
             assert np.array_equal(row, arr)
         batch = np.stack([load_array(f, prep) for f in files])
         assert np.array_equal(normalize_array(batch, prep), normalize(torch.from_numpy(batch), prep).numpy())
+
+
+def test_center_crop_never_asks_for_a_box_outside_the_image():
+    # 150x97 once raised "box offset can't be negative": w / scale rounded above the width.
+    from engine.data.pixels import resize_image
+    prep = Preprocessing(size=(224, 224), channels=3, resize="shorter_side_center_crop")
+    for w, h in [(150, 97), (97, 150), (333, 101), (224, 223), (1, 1000)]:
+        assert resize_image(Image.new("RGB", (w, h)), prep).size == (224, 224)

@@ -49,7 +49,9 @@ def resize_image(img: Image.Image, prep: Preprocessing) -> Image.Image:
     if prep.resize == "shorter_side_center_crop":
         src_w, src_h = img.size
         scale = max(w / src_w, h / src_h)
-        crop_w, crop_h = w / scale, h / scale
+        # min(): rounding can make w / scale exceed the source by a hair, and PIL refuses
+        # a box outside the image.
+        crop_w, crop_h = min(src_w, w / scale), min(src_h, h / scale)
         left, top = (src_w - crop_w) / 2, (src_h - crop_h) / 2
         # Cropping inside resize (box=) samples the source once, with the right filter width.
         return img.resize((w, h), _RESAMPLE, box=(left, top, left + crop_w, top + crop_h))
