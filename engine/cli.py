@@ -166,6 +166,25 @@ def cmd_label(args) -> int:
     return run_label(args)
 
 
+def cmd_export(args) -> int:
+    from engine.export.onnx_model import export_project
+
+    report = export_project(args.project, args.out, model_spec=args.model, bundle=args.bundle, force=args.force)
+    if args.json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+    else:
+        print(f"exported {report.path}{' (bundle)' if report.bundle else ''}: {len(report.classes)} classes "
+              f"({', '.join(report.classes)}), model {report.model}, in {report.seconds:.1f} s")
+        print(f"parity with PyTorch: max |p_onnx - p_torch| = {report.parity_max_abs_diff:.3g} on "
+              f"{report.parity_images} example images (onnxruntime {report.provider})")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from engine.predict_command import run_predict  # onnxruntime only: no torch on this path
+    return run_predict(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fewshot", description="Few-shot image labeling: train, evaluate, inspect models.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -220,6 +239,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_label_arguments(lb)
     lb.set_defaults(func=cmd_label)
 
+    x = sub.add_parser("export", help="export a project's adapted model to ONNX (docs/EXPORT.md)",
+                       description="Export the project's adapted model (backbone + head) to ONNX, checked "
+                                   "against PyTorch on the project's examples.")
+    x.add_argument("--project", required=True, help="project file (.fewshot)")
+    x.add_argument("--out", required=True, help="the .onnx file to write (with --bundle: a .zip)")
+    x.add_argument("--bundle", action="store_true",
+                   help="write a .zip with model.onnx, labels.json, preprocessing.json and README.txt")
+    x.add_argument("--model", default=None,
+                   help="model to adapt (default: the project's current model): omniglot, photos or a folder")
+    x.add_argument("--force", action="store_true", help="replace --out if it exists")
+    x.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    x.set_defaults(func=cmd_export)
+
+    from engine.predict_command import add_predict_arguments  # no torch import
+    pr = sub.add_parser("predict", help="label images with an exported ONNX model (onnxruntime only)",
+                        description="Run a model written by 'fewshot export' on images and folders.")
+    add_predict_arguments(pr)
+    pr.set_defaults(func=cmd_predict, needs_torch=False)
+
     i = sub.add_parser("info", help="what a model is and how it was trained")
     i.add_argument("model", help="checkpoint folder, or a bundled name: omniglot, photos")
     i.add_argument("--json", action="store_true")
@@ -230,8 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     args = build_parser().parse_args(argv)  # --help and usage errors answer without importing torch
-    from engine.runtime import tune_cpu_allocator
-    tune_cpu_allocator()  # before torch allocates: doubles eager CPU speed here (docs/PERFORMANCE.md)
+    if getattr(args, "needs_torch", True):  # `predict` runs on onnxruntime alone and must not load torch
+        from engine.runtime import tune_cpu_allocator
+        tune_cpu_allocator()  # before torch allocates: doubles eager CPU speed here (docs/PERFORMANCE.md)
     try:
         return args.func(args)
     except FewShotError as e:

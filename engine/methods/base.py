@@ -74,6 +74,17 @@ class Predictor:
         """Predict from backbone embeddings; only for head-only predictors."""
         raise NotImplementedError(f"{type(self).__name__} adapts the backbone; use predict()")
 
+    def as_module(self, backbone: nn.Module | None = None) -> nn.Module:
+        """The adapted task as one plain module for export (ONNX): normalized pixels
+        (N, C, H, W) -> ``(probs (N, C), entropy (N), ood_score (N))``, with exactly the
+        math of :meth:`predict`, the adapted weights baked in as buffers/parameters.
+
+        ``backbone``: the feature extractor to put in front of a head-only predictor
+        (default: the one it was adapted with); a predictor that adapted its backbone
+        uses its own and ignores this.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot be exported as a module yet")
+
 
 class MetaLearner(nn.Module):
     """A meta-learning method around a backbone."""

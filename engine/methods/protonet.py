@@ -56,6 +56,26 @@ def support_spread(z: Tensor, y: Tensor, protos: Tensor, distance: str) -> Tenso
     return spread.clamp_min(1e-8)
 
 
+class ProtoHeadModule(nn.Module):
+    """An adapted ProtoNet task as one module (the ONNX export's graph): normalized pixels
+    -> ``(probs, entropy, ood_score)``, the math of :meth:`ProtoHead.predict_embeddings`
+    with the prototypes and the spread as constant buffers."""
+
+    def __init__(self, backbone: nn.Module, prototypes: Tensor, spread: Tensor, distance: str, temperature: float):
+        super().__init__()
+        self.backbone = backbone
+        self.register_buffer("prototypes", prototypes.detach().clone())
+        self.register_buffer("spread", spread.detach().clone().reshape(()))
+        self.distance = distance
+        self.temperature = float(temperature)
+
+    def forward(self, pixels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        z = self.backbone(pixels).to(self.prototypes.dtype)
+        d = pairwise_distance(z, self.prototypes, self.distance)
+        probs = (-d * self.temperature).softmax(dim=1)
+        return probs, entropy_of(probs), d.min(dim=1).values / self.spread
+
+
 class ProtoHead(Predictor):
     """An adapted ProtoNet task over embeddings: prototypes plus the support's spread."""
 
@@ -81,6 +101,12 @@ class ProtoHead(Predictor):
         probs = logits.softmax(dim=1)
         return Prediction(probs=probs, entropy=entropy_of(probs),
                           ood_score=d.min(dim=1).values / self.spread)
+
+    def as_module(self, backbone: nn.Module | None = None) -> ProtoHeadModule:
+        backbone = backbone if backbone is not None else self.backbone
+        if backbone is None:
+            raise FewShotError("this predictor was adapted from embeddings only; give the backbone to export with")
+        return ProtoHeadModule(backbone, self.prototypes, self.spread, self.distance, self.temperature).eval()
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Prediction:

@@ -1,0 +1,294 @@
+"""Export a project's adapted model to ONNX: backbone plus adapted head in one graph.
+
+The graph maps ``pixels`` (float32 NCHW in the model's normalisation, any batch
+size) to ``probs`` (N, C), ``entropy`` (N) and ``ood_score`` (N), the same
+numbers the labeler computes (:meth:`Predictor.as_module` bakes the adapted
+weights -- ProtoNet's prototypes -- into the graph as constants). The model's
+``metadata_props`` carry the contract other programs need (docs/EXPORT.md):
+``class_names`` and ``preprocessing`` as JSON, ``method``, ``source_model``,
+``project_version`` (the fingerprint of the examples it adapted on) and
+``exported_at``.
+
+Every export is checked before it is written: ``onnx.checker`` must pass, and
+onnxruntime must give the probabilities PyTorch gives on the project's own
+example images (decoded by the engine's preprocessing) within
+:data:`PARITY_TOLERANCE`. The file is written beside the target and renamed at
+the end, so a failed export leaves nothing behind, and an existing file is never
+replaced unless ``force``.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from engine.errors import ExportError, ImageDecodeError
+from engine.export.bundle import write_bundle
+from engine.export.labels import _publish, _temp_beside
+
+if TYPE_CHECKING:
+    import onnx
+
+    from engine.labeling.labeler import AdaptedTask
+    from engine.labeling.store import Project
+    from engine.model_store import LoadedModel
+
+log = logging.getLogger(__name__)
+
+#: ONNX opset of the exported graph (the task asks for 17 or newer; 18 is what the
+#: dynamo exporter writes natively, so no version conversion step can alter the graph).
+OPSET = 18
+INPUT_NAME = "pixels"
+OUTPUT_NAMES = ("probs", "entropy", "ood_score")
+#: Largest |p_onnx - p_torch| over the parity images that still passes.
+PARITY_TOLERANCE = 1e-4
+PARITY_BATCH = 32
+#: Version of the metadata contract below, for programs that read it.
+CONTRACT_FORMAT = "1"
+
+
+@dataclass
+class ExportReport:
+    """What :func:`export_project` wrote and how well the ONNX model matched PyTorch."""
+
+    path: Path
+    classes: list[str]
+    parity_max_abs_diff: float
+    provider: str
+    seconds: float
+    model: str = ""
+    method: str = ""
+    parity_images: int = 0
+    bundle: bool = False
+    opset: int = OPSET
+    project_version: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "classes": self.classes, "model": self.model, "method": self.method,
+                "bundle": self.bundle, "opset": self.opset, "project_version": self.project_version,
+                "parity_max_abs_diff": self.parity_max_abs_diff, "parity_images": self.parity_images,
+                "provider": self.provider, "seconds": round(self.seconds, 3)}
+
+
+def target_path(out: str | Path, bundle: bool) -> Path:
+    """Where the export goes: ``out``, with a ``.zip`` suffix for a bundle that lacks one."""
+    path = Path(out)
+    if bundle and path.suffix.lower() != ".zip":
+        path = path.with_suffix(".zip") if path.suffix else path.with_name(path.name + ".zip")
+    return path
+
+
+def check_target(path: Path, force: bool) -> None:
+    """Refuse a target that cannot be written, or that exists (unless ``force``)."""
+    if path.is_dir():
+        raise ExportError(f"--out {path} is a folder; give a file name such as {path / 'model.onnx'}")
+    if (path.exists() or path.is_symlink()) and not force:
+        raise ExportError(f"{path} already exists; choose another name, or pass --force to replace it")
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        what = "is a file, not a folder" if parent.exists() else "does not exist"
+        raise ExportError(f"cannot write {path}: its folder {parent} {what}; create the folder or choose another place")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ExportError(f"cannot write {path}: the folder {parent} is not writable by this user; "
+                          "choose another place")
+
+
+def export_project(project_path: str | Path, out: str | Path, *, model_spec: str | None = None,
+                   bundle: bool = False, force: bool = False) -> ExportReport:
+    """Open the project at ``project_path`` and export its adapted model to ``out``
+    (see :func:`export_from_project`). Raises ProjectError when there is no such project."""
+    from engine.labeling.store import Project
+
+    target = target_path(out, bundle)
+    check_target(target, force)  # before anything slow
+    with Project.open(project_path) as project:
+        return export_from_project(project, target, model_spec=model_spec, bundle=bundle, force=force)
+
+
+def export_from_project(project: "Project", out: str | Path, *, model_spec: str | None = None,
+                        bundle: bool = False, force: bool = False) -> ExportReport:
+    """Adapt the model (the project's current one, or ``model_spec``) on the project's
+    examples and export it as ONNX (``bundle``: a zip with the contract as files).
+    For callers that hold the project open already (the GUI's worker)."""
+    from engine.labeling.labeler import Labeler
+    from engine.model_store import load_model
+
+    t0 = time.perf_counter()
+    target = target_path(out, bundle)
+    check_target(target, force)
+    check_examples(project)
+    spec = model_spec
+    if spec is None:
+        current = project.current_model()
+        if current is None:
+            raise ExportError("the project has no model yet: label it first (fewshot label, or Label in the app), "
+                              "or pass --model (omniglot, photos or a folder made by 'fewshot train')")
+        spec = current[1]
+    model = load_model(spec, "cpu")
+    if not getattr(model.learner, "head_only", True):
+        raise ExportError(f"models of method {model.learner.name} cannot be exported to ONNX yet")
+    task = Labeler(project, model).adapt()
+    names_by_id = {c.id: c.name for c in project.classes()}
+    if task.skipped_classes:
+        raise ExportError("cannot export: no example of " + ", ".join(repr(n) for n in task.skipped_classes)
+                          + " could be read; add a readable example image to each class")
+    class_names = [names_by_id[cid] for cid in task.class_ids]
+    keep = set(task.class_ids)
+    parity_paths = [project.image(image_id).path for image_id, cid in project.examples() if cid in keep]
+
+    proto, metadata = build_onnx(model, task, class_names)
+    model_bytes = proto.SerializeToString()
+    diff, provider, used = check_parity(model_bytes, model, task, parity_paths)
+    if diff > PARITY_TOLERANCE:
+        raise ExportError(f"the exported model does not match PyTorch: probabilities differ by up to {diff:.3g} "
+                          f"(over {PARITY_TOLERANCE:g}) on {used} example images with onnxruntime {provider}; "
+                          "nothing was written. Please report this with the model you used")
+    write_output(target, force, model_bytes, class_names, model.preprocessing.to_dict(), metadata, bundle)
+    seconds = time.perf_counter() - t0
+    log.info("exported %s (%d classes) in %.1f s; parity %.3g on %d images (%s)", target, len(class_names),
+             seconds, diff, used, provider)
+    return ExportReport(target, class_names, diff, provider, seconds, model=spec, method=metadata["method"],
+                        parity_images=used, bundle=bundle, project_version=task.fingerprint, metadata=metadata)
+
+
+def check_examples(project: "Project") -> None:
+    """Refuse a project with no classes, no examples, or a class without an example."""
+    classes = project.classes()
+    if not classes:
+        raise ExportError("the project has no classes: add classes and a few example images of each, then export")
+    pairs = project.examples()
+    if not pairs:
+        raise ExportError("the project has no example images: add at least one example to each class, then export")
+    with_examples = {cid for _, cid in pairs}
+    empty = [c.name for c in classes if c.id not in with_examples]
+    if empty:
+        raise ExportError("cannot export: class " + ", ".join(repr(n) for n in empty)
+                          + (" has" if len(empty) == 1 else " have")
+                          + " no example images; add at least one example to each class (or delete the class)")
+
+
+def build_onnx(model: "LoadedModel", task: "AdaptedTask", class_names: list[str]) -> tuple["onnx.ModelProto", dict]:
+    """The adapted model as a checked ``ModelProto`` with the contract in its metadata."""
+    import onnx
+
+    try:
+        module = task.predictor.as_module(model.learner.backbone)
+    except NotImplementedError as e:
+        raise ExportError(f"this model cannot be exported to ONNX yet: {e}") from None
+    module.eval()
+    prep = model.preprocessing
+    example = torch.zeros((2, prep.channels, *prep.size), dtype=torch.float32)
+    batch = torch.export.Dim("batch", min=1)
+    chatter = io.StringIO()
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(chatter):
+        warnings.simplefilter("always")
+        try:
+            program = torch.onnx.export(module, (example,), None, input_names=[INPUT_NAME],
+                                        output_names=list(OUTPUT_NAMES),
+                                        dynamic_shapes={"pixels": {0: batch}}, opset_version=OPSET,
+                                        dynamo=True, verbose=False)
+        except Exception as e:  # noqa: BLE001 - the exporter raises many types; all mean "cannot export"
+            raise ExportError(f"PyTorch could not export this model to ONNX ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''}); please report it") from e
+    for w in caught:
+        log.debug("onnx export: %s", w.message)
+    if chatter.getvalue().strip():
+        log.debug("onnx export said: %s", chatter.getvalue().strip())
+    proto = program.model_proto
+    metadata = {
+        "class_names": json.dumps(class_names, ensure_ascii=False),
+        "preprocessing": json.dumps(prep.to_dict()),
+        "method": str(model.meta.get("method", getattr(model.learner, "name", ""))),
+        "method_config": json.dumps(model.meta.get("method_config", {})),
+        "source_model": model.name,
+        "backbone": str(model.meta.get("backbone", "")),
+        "project_version": task.fingerprint,
+        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "fewshot_contract": CONTRACT_FORMAT,
+        "fewshot_version": _engine_version(),
+    }
+    existing = {entry.key: entry for entry in proto.metadata_props}
+    for key, value in metadata.items():
+        entry = existing.get(key) or proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.doc_string = (f"fewshot-labeler export: {len(class_names)} classes; input 'pixels' float32 NCHW "
+                        f"{prep.channels}x{prep.size[0]}x{prep.size[1]}; outputs probs, entropy, ood_score")
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise ExportError(f"the exported ONNX model failed onnx.checker ({e}); please report it") from None
+    return proto, metadata
+
+
+def check_parity(model_bytes: bytes, model: "LoadedModel", task: "AdaptedTask",
+                 paths: list[str]) -> tuple[float, str, int]:
+    """(max |p_onnx - p_torch|, onnxruntime provider, images compared) over ``paths``,
+    decoded and normalized by the engine's own preprocessing. The first image runs
+    alone (batch 1), the rest in batches: the dynamic batch is exercised as well."""
+    from engine.data.transforms import load_uint8, normalize
+    from engine.onnx_session import make_session
+
+    pixels = []
+    for path in paths:
+        try:
+            pixels.append(load_uint8(path, model.preprocessing))
+        except ImageDecodeError as e:
+            log.warning("parity check skips %s: %s", path, e.reason)
+    if not pixels:
+        raise ExportError("cannot check the export: none of the example images can be read any more "
+                          "(moved or deleted?); rescan the project's folders and export again")
+    x = normalize(torch.stack(pixels), model.preprocessing)
+    session, provider = make_session(model_bytes)
+    diff = 0.0
+    bounds = [(0, 1)] + [(s, min(s + PARITY_BATCH, len(x))) for s in range(1, len(x), PARITY_BATCH)]
+    for start, stop in bounds:
+        chunk = x[start:stop]
+        with torch.inference_mode():
+            ref = task.predictor.predict(chunk).probs.float().cpu().numpy()
+        got = session.run([OUTPUT_NAMES[0]], {INPUT_NAME: chunk.numpy()})[0]
+        if got.shape != ref.shape:
+            raise ExportError(f"the exported model gives probabilities shaped {got.shape} for a batch of "
+                              f"{len(chunk)}, PyTorch {ref.shape}; please report it")
+        diff = max(diff, float(np.abs(got - ref).max()))
+    return diff, provider, len(x)
+
+
+def write_output(target: Path, force: bool, model_bytes: bytes, class_names: list[str],
+                 preprocessing: dict[str, Any], metadata: dict[str, str], bundle: bool) -> None:
+    """Write beside ``target`` and rename into place at the end (never a half file)."""
+    tmp = _temp_beside(target)
+    try:
+        if bundle:
+            write_bundle(tmp, model_bytes, class_names, preprocessing, metadata)
+        else:
+            with open(tmp, "xb") as fh:
+                fh.write(model_bytes)
+                fh.flush()
+                os.fsync(fh.fileno())
+        if force:
+            os.replace(tmp, target)
+        elif not _publish(tmp, target):
+            raise ExportError(f"{target} was created by something else during the export; choose another name, "
+                              "or pass --force to replace it")
+    except OSError as e:
+        raise ExportError(f"cannot write {target} ({e.strerror or e}); check the folder's permissions "
+                          "and free space") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _engine_version() -> str:
+    from engine.version import __version__
+    return str(__version__)
