@@ -7,9 +7,10 @@ new example, and peak memory for a large folder. Prints tables; results go in do
 Folder labeling (end to end, from files on disk): ``label`` is Labeler.label on a
 fresh project whose folder was already scanned (decode + forward + every database
 write). The limit is the bare forward of the same backbone, in the same batches, on
-tensors decoded beforehand, run the faster of two ways: one stream with every
-PyTorch thread (``bare thr``), or one single-threaded stream per core
-(``bare str``). ``naive`` is a loop that decodes a batch and then runs it;
+tensors decoded beforehand, run the fastest way the engine has: PyTorch or
+onnxruntime (``ort``), each as one stream with every thread (``thr``) or one
+single-threaded stream per core (``str``). ``label`` runs with the backend the
+labeler's ``auto`` picks (named in the table); ``naive`` is a loop that decodes a batch and then runs it;
 "decoding alone" is the decode threads with no forward pass at all (a ceiling for
 any pipeline). Each variant runs ``--repeats`` times, interleaved, and the best run
 counts (other load on a shared machine only ever slows a run down); the first
@@ -51,6 +52,7 @@ from PIL import Image  # noqa: E402
 from engine.data.transforms import load_uint8  # noqa: E402
 from engine.labeling.embedder import BackboneRunner, BatchDecoder, ImageItem, RunPlan  # noqa: E402
 from engine.labeling.labeler import Labeler  # noqa: E402
+from engine.labeling.onnx_runner import OnnxBackboneRunner, choose_runner, onnx_backbone_path  # noqa: E402
 from engine.labeling.store import Project  # noqa: E402
 from engine.methods.protonet import ProtoNet  # noqa: E402
 from engine.model_store import LoadedModel, load_model  # noqa: E402
@@ -107,19 +109,26 @@ def make_project(path: Path, examples: dict[str, list[Path]], folder: Path) -> N
 
 # ---------------------------------------------------------------- folder labeling
 
-def bare_forward(model: LoadedModel, pixels: torch.Tensor, batch: int, streams: int = 1) -> float:
+def make_runner(model: LoadedModel, batch: int, backend: str):
+    return (BackboneRunner(model, batch) if backend == "torch"
+            else OnnxBackboneRunner(model, onnx_backbone_path(model), batch))
+
+
+def bare_forward(model: LoadedModel, pixels: torch.Tensor, batch: int, streams: int = 1,
+                 backend: str = "torch") -> float:
     """Images/s of the backbone alone on pre-decoded uint8 tensors (normalise + forward):
-    one stream with every PyTorch thread, or ``streams`` single-threaded streams."""
-    runner = BackboneRunner(model, batch)
+    one stream with every thread, or ``streams`` single-threaded streams."""
+    runner = make_runner(model, batch, backend)
     batches = [pixels[start:start + batch] for start in range(0, len(pixels), batch)]
     threads = torch.get_num_threads()
     if streams == 1:
-        runner(batches[0])  # warm-up: first-call allocations and oneDNN kernel selection
+        runner.set_threads(threads)
+        runner(batches[0])  # warm-up: first-call allocations and kernel selection
         t0 = time.perf_counter()
         for x in batches:
             runner(x)
         return len(pixels) / (time.perf_counter() - t0)
-    torch.set_num_threads(1)
+    runner.set_threads(1)
     try:
         with ThreadPoolExecutor(streams) as pool:
             list(pool.map(runner, batches[:streams]))
@@ -127,6 +136,7 @@ def bare_forward(model: LoadedModel, pixels: torch.Tensor, batch: int, streams: 
             list(pool.map(runner, batches))
             return len(pixels) / (time.perf_counter() - t0)
     finally:
+        runner.set_threads(threads)
         torch.set_num_threads(threads)
 
 
@@ -141,9 +151,9 @@ def decode_only(model: LoadedModel, files: list[Path], batch: int, workers: int)
     return len(files) / (time.perf_counter() - t0)
 
 
-def naive_loop(model: LoadedModel, files: list[Path], batch: int) -> float:
+def naive_loop(model: LoadedModel, files: list[Path], batch: int, backend: str) -> float:
     """Decode a batch, then run it: what a straightforward loop does."""
-    runner = BackboneRunner(model, batch)
+    runner = make_runner(model, batch, backend)
     t0 = time.perf_counter()
     for start in range(0, len(files), batch):
         x = torch.stack([load_uint8(f, model.preprocessing) for f in files[start:start + batch]])
@@ -151,20 +161,21 @@ def naive_loop(model: LoadedModel, files: list[Path], batch: int) -> float:
     return len(files) / (time.perf_counter() - t0)
 
 
-def pipeline(model: LoadedModel, template: Path, work: Path, plan: RunPlan | None = None) -> tuple[float, str]:
+def pipeline(model: LoadedModel, template: Path, work: Path, plan: RunPlan | None = None,
+             backend: str = "auto") -> tuple[float, str]:
     """Labeler.label on a copy of a scanned, unlabeled project: images/s, and the plan it used."""
     work.unlink(missing_ok=True)
     work.write_bytes(template.read_bytes())
     with Project.open(work) as p:
         t0 = time.perf_counter()
-        summary = Labeler(p, model, plan=plan).label()
+        summary = Labeler(p, model, plan=plan, backend=backend).label()
         seconds = time.perf_counter() - t0
         n = summary.embedded + len(summary.failed)
     for suffix in ("", "-wal", "-shm"):
         Path(str(work) + suffix).unlink(missing_ok=True)
     plan = summary.plan
-    how = (f"{plan.streams} stream(s) x {plan.torch_threads} thread(s), {plan.decode_workers} decoder(s)"
-           if plan else "unplanned")
+    how = (f"{summary.backend}, {plan.streams} stream(s) x {plan.torch_threads} thread(s), "
+           f"{plan.decode_workers} decoder(s)" if plan else "unplanned")
     return n / seconds, how
 
 
@@ -178,8 +189,11 @@ def bench_folder(tmp: Path, name: str, spec: str, folder: Path, files: list[Path
     scan_s = time.perf_counter() - t0
     pixels = torch.stack([load_uint8(f, model.preprocessing) for f in files])
     threads = torch.get_num_threads()
-    results: dict[str, list[float]] = {"bare_threads": [], "bare_streams": [], "decode_1": [], "decode_all": [],
-                                       "naive": [], "label": []}
+    results: dict[str, list[float]] = {key: [] for key in (
+        "bare_threads", "bare_streams", "bare_ort_threads", "bare_ort_streams", "decode_1", "decode_all", "naive",
+        "label")}
+    # What "auto" labels with (measured once per process), and the fixed plans and the naive loop with it.
+    backend = choose_runner(model).backend
     # With --fixed-plans, the two ways of sharing the cores that the automatic plan chooses between.
     fixed = {"label_overlap": RunPlan(1, threads, 1),
              "label_between": RunPlan(min(threads, 4), threads, 1, overlap=False),
@@ -189,17 +203,21 @@ def bench_folder(tmp: Path, name: str, spec: str, folder: Path, files: list[Path
     for _ in range(repeats):
         results["bare_threads"].append(bare_forward(model, pixels, batch))
         results["bare_streams"].append(bare_forward(model, pixels, batch, streams=threads))
+        results["bare_ort_threads"].append(bare_forward(model, pixels, batch, backend="onnxruntime"))
+        results["bare_ort_streams"].append(bare_forward(model, pixels, batch, streams=threads, backend="onnxruntime"))
         results["decode_1"].append(decode_only(model, files, batch, 1))
         results["decode_all"].append(decode_only(model, files, batch, threads))
-        results["naive"].append(naive_loop(model, files, batch))
+        results["naive"].append(naive_loop(model, files, batch, backend))
         rate, how = pipeline(model, template, tmp / f"{name}-run.fewshot")
         results["label"].append(rate)
         plans.add(how)
         for key, plan in fixed.items():
-            results.setdefault(key, []).append(pipeline(model, template, tmp / f"{name}-run.fewshot", plan)[0])
+            results.setdefault(key, []).append(pipeline(model, template, tmp / f"{name}-run.fewshot", plan,
+                                                        backend)[0])
     best = {k: max(v) for k, v in results.items()}
-    best["limit"] = max(best["bare_threads"], best["bare_streams"])  # the faster way to run the bare forward
-    return {"set": name, "model": spec, "images": len(files), "batch": batch, "scan_s": scan_s, **best,
+    # The limit: the fastest way the engine has to run the bare forward, either backend.
+    best["limit"] = max(best["bare_threads"], best["bare_streams"], best["bare_ort_threads"], best["bare_ort_streams"])
+    return {"set": name, "model": spec, "backend": backend, "images": len(files), "batch": batch, "scan_s": scan_s, **best,
             "label_first": results["label"][0], "first_vs_limit": results["label"][0] / best["limit"],
             "label_vs_limit": best["label"] / best["limit"], "naive_vs_limit": best["naive"] / best["limit"],
             "plans": sorted(plans), "all": results}
@@ -315,11 +333,13 @@ def main() -> None:
                 rows.append(bench_folder(tmp, "photos", "photos", tmp / "photos", files, examples, args.repeats,
                                         args.fixed_plans))
             print("\nFolder labeling (images/s, best of %d)" % args.repeats)
-            print(f"{'set':<9} {'model':<9} {'images':>6} {'batch':>5} {'bare thr':>8} {'bare str':>8} {'naive':>8} "
-                  f"{'label':>8} {'label/limit':>11} {'naive/limit':>11} {'scan s':>7}")
+            print(f"{'set':<9} {'model':<9} {'images':>6} {'batch':>5} {'torch thr':>9} {'torch str':>9} "
+                  f"{'ort thr':>8} {'ort str':>8} {'naive':>8} {'label':>8} {'label/limit':>11} {'naive/limit':>11} "
+                  f"{'scan s':>7}")
             for r in rows:
-                print(f"{r['set']:<9} {r['model']:<9} {r['images']:>6} {r['batch']:>5} {r['bare_threads']:>8.0f} "
-                      f"{r['bare_streams']:>8.0f} {r['naive']:>8.0f} {r['label']:>8.0f} {r['label_vs_limit']:>11.2f} "
+                print(f"{r['set']:<9} {r['model']:<9} {r['images']:>6} {r['batch']:>5} {r['bare_threads']:>9.0f} "
+                      f"{r['bare_streams']:>9.0f} {r['bare_ort_threads']:>8.0f} {r['bare_ort_streams']:>8.0f} "
+                      f"{r['naive']:>8.0f} {r['label']:>8.0f} {r['label_vs_limit']:>11.2f} "
                       f"{r['naive_vs_limit']:>11.2f} {r['scan_s']:>7.2f}", flush=True)
                 print(f"          label ran as: {'; '.join(r['plans'])}; the process's first run (which measures "
                       f"the costs): {r['label_first']:.0f} images/s ({r['first_vs_limit']:.2f} of the limit)")
