@@ -53,6 +53,10 @@ def add_label_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per batch (default: chosen for the model and device, halved on out-of-memory)")
+    p.add_argument("--onnx-preprocessing", metavar="JSON", default=None,
+                   help="for --model FILE.onnx: its input size and normalisation, given once and remembered, e.g. "
+                        "'{\"size\": [224, 224], \"channels\": 3, \"mean\": [0.485, 0.456, 0.406], "
+                        "\"std\": [0.229, 0.224, 0.225], \"resize\": \"shorter_side_center_crop\"}'")
     p.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
                    help="what runs the backbone on the CPU: auto picks the faster of PyTorch and onnxruntime "
                         "for this model and machine (measured once per run)")
@@ -111,6 +115,20 @@ def check_inputs(args: argparse.Namespace) -> Inputs:
     if not 0.0 <= args.min_confidence <= 1.0:
         raise FewShotError(f"--min-confidence must be between 0 and 1 (got {args.min_confidence})")
     return Inputs(Path(args.project), examples, class_dirs, images, export_csv, export_folder, args.link or "copy")
+
+
+def onnx_preprocessing(args: argparse.Namespace) -> Any:
+    """--onnx-preprocessing parsed into a Preprocessing (None when not given)."""
+    if args.onnx_preprocessing is None:
+        return None
+    from engine.data.preprocessing import Preprocessing
+    if not args.model.lower().endswith(".onnx"):
+        raise FewShotError("--onnx-preprocessing only applies to --model FILE.onnx")
+    try:
+        return Preprocessing.from_dict(json.loads(args.onnx_preprocessing))
+    except (ValueError, KeyError, TypeError) as e:
+        raise FewShotError(f"--onnx-preprocessing must be a JSON object with size [H, W], channels, mean and std "
+                           f"({type(e).__name__}: {e})") from None
 
 
 class ProgressBars:
@@ -192,7 +210,7 @@ def run_label(args: argparse.Namespace) -> int:
     from engine.runtime import describe_device, pick_device
 
     device = pick_device(args.device)
-    model = load_model(args.model, device)
+    model = load_model(args.model, device, onnx_preprocessing(args))
     bars = ProgressBars(enabled=not args.json or sys.stderr.isatty())
     cancel = CancelToken()
     previous = {sig: signal.signal(sig, lambda *_: cancel.cancel()) for sig in (signal.SIGINT, signal.SIGTERM)}

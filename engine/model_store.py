@@ -17,6 +17,7 @@ from engine.data.preprocessing import Preprocessing
 from engine.errors import CheckpointError, FewShotError
 from engine.methods.base import MetaLearner
 from engine.methods.registry import build_method
+from engine.models.onnx_features import is_onnx_spec
 from engine.training.checkpoint import load_weights, read_meta
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "models"
@@ -62,8 +63,13 @@ def model_folder(spec: str) -> Path | None:
     return Path(spec)
 
 
-def load_model(spec: str, device: torch.device | str = "cpu") -> LoadedModel:
-    """Load a bundled model by name or a checkpoint folder made by ``fewshot train``."""
+def load_model(spec: str, device: torch.device | str = "cpu", preprocessing: Preprocessing | None = None
+               ) -> LoadedModel:
+    """Load a bundled model by name, a checkpoint folder made by ``fewshot train``, or an
+    ONNX image model used as a feature extractor (``preprocessing``: its input size and
+    normalisation, remembered for the file; needed the first time)."""
+    if is_onnx_spec(spec):
+        return load_onnx_model(spec, preprocessing)
     folder = model_folder(spec)
     if folder is None:
         meta = photos_meta()
@@ -91,8 +97,31 @@ def load_model(spec: str, device: torch.device | str = "cpu") -> LoadedModel:
     return LoadedModel(spec, learner, prep, meta)
 
 
+def load_onnx_model(spec: str, preprocessing: Preprocessing | None = None) -> LoadedModel:
+    """A ProtoNet head (cosine) on an ONNX model's features, run by onnxruntime on the CPU."""
+    from engine.methods.protonet import ProtoNet
+    from engine.models.onnx_features import (OnnxFeatures, onnx_meta, prepare, preprocessing_for,
+                                             remember_preprocessing)
+    prep = preprocessing_for(spec, preprocessing)
+    features = prepare(spec)
+    if preprocessing is not None:
+        remember_preprocessing(spec, preprocessing)
+    learner = ProtoNet(OnnxFeatures(features, prep), distance="cosine").eval()
+    return LoadedModel(spec, learner, prep, onnx_meta(features, prep))
+
+
 def describe(spec: str) -> dict[str, Any]:
     """What ``fewshot info`` prints: the model's metadata without building it."""
+    if is_onnx_spec(spec):
+        from engine.models.onnx_features import prepare, remembered_preprocessing
+        features = prepare(spec)
+        prep = remembered_preprocessing(spec)
+        return {"backbone": "onnx", "method": "protonet", "method_config": {"distance": "cosine"},
+                "channels": prep.channels if prep else None, "image_size": list(prep.size) if prep else None,
+                "description": f"ProtoNet head on {features.source.name} features", "onnx_file": str(features.source),
+                "input": features.input_name, "input_shape": features.input_shape, "feature_dim": features.dim,
+                "features_from": features.taken_from,
+                "preprocessing": prep.to_dict() if prep else "not set yet (give --onnx-preprocessing once)"}
     folder = model_folder(spec)
     if folder is None:
         return photos_meta()

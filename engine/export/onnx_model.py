@@ -183,30 +183,12 @@ def build_onnx(model: "LoadedModel", task: "AdaptedTask", class_names: list[str]
     """The adapted model as a checked ``ModelProto`` with the contract in its metadata."""
     import onnx
 
-    try:
-        module = task.predictor.as_module(model.learner.backbone)
-    except NotImplementedError as e:
-        raise ExportError(f"this model cannot be exported to ONNX yet: {e}") from None
-    module.eval()
+    from engine.models.onnx_features import OnnxFeatures
+    if isinstance(model.learner.backbone, OnnxFeatures):
+        proto = _feature_graph_with_head(model.learner.backbone, task)
+    else:
+        proto = _traced(model, task)
     prep = model.preprocessing
-    example = torch.zeros((2, prep.channels, *prep.size), dtype=torch.float32)
-    batch = torch.export.Dim("batch", min=1)
-    chatter = io.StringIO()
-    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(chatter):
-        warnings.simplefilter("always")
-        try:
-            program = torch.onnx.export(module, (example,), None, input_names=[INPUT_NAME],
-                                        output_names=list(OUTPUT_NAMES),
-                                        dynamic_shapes={"pixels": {0: batch}}, opset_version=OPSET,
-                                        dynamo=True, verbose=False)
-        except Exception as e:  # noqa: BLE001 - the exporter raises many types; all mean "cannot export"
-            raise ExportError(f"PyTorch could not export this model to ONNX ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''}); please report it") from e
-    for w in caught:
-        log.debug("onnx export: %s", w.message)
-    if chatter.getvalue().strip():
-        log.debug("onnx export said: %s", chatter.getvalue().strip())
-    proto = program.model_proto
     metadata = {
         "class_names": json.dumps(class_names, ensure_ascii=False),
         "preprocessing": json.dumps(prep.to_dict()),
@@ -230,6 +212,51 @@ def build_onnx(model: "LoadedModel", task: "AdaptedTask", class_names: list[str]
     except onnx.checker.ValidationError as e:
         raise ExportError(f"the exported ONNX model failed onnx.checker ({e}); please report it") from None
     return proto, metadata
+
+
+def _traced(model: "LoadedModel", task: "AdaptedTask") -> "onnx.ModelProto":
+    """The adapted predictor as one PyTorch module, exported by the dynamo exporter."""
+    try:
+        module = task.predictor.as_module(model.learner.backbone)
+    except NotImplementedError as e:
+        raise ExportError(f"this model cannot be exported to ONNX yet: {e}") from None
+    module.eval()
+    prep = model.preprocessing
+    example = torch.zeros((2, prep.channels, *prep.size), dtype=torch.float32)
+    batch = torch.export.Dim("batch", min=1)
+    chatter = io.StringIO()
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(chatter):
+        warnings.simplefilter("always")
+        try:
+            program = torch.onnx.export(module, (example,), None, input_names=[INPUT_NAME],
+                                        output_names=list(OUTPUT_NAMES),
+                                        dynamic_shapes={"pixels": {0: batch}}, opset_version=OPSET,
+                                        dynamo=True, verbose=False)
+        except Exception as e:  # noqa: BLE001 - the exporter raises many types; all mean "cannot export"
+            raise ExportError(f"PyTorch could not export this model to ONNX ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''}); please report it") from e
+    for w in caught:
+        log.debug("onnx export: %s", w.message)
+    if chatter.getvalue().strip():
+        log.debug("onnx export said: %s", chatter.getvalue().strip())
+    return program.model_proto
+
+
+def _feature_graph_with_head(backbone: Any, task: "AdaptedTask") -> "onnx.ModelProto":
+    """An ONNX feature extractor's graph with the adapted ProtoNet head appended."""
+    import onnx
+
+    from engine.export.onnx_head import append_protonet_head, rename_input
+    from engine.methods.protonet import ProtoHead
+    from engine.models.onnx_features import FEATURES
+    head = task.predictor
+    if not isinstance(head, ProtoHead):
+        raise ExportError(f"{type(head).__name__} heads on ONNX feature extractors cannot be exported yet")
+    proto = onnx.load(str(backbone.features.path))
+    rename_input(proto, backbone.features.input_name, INPUT_NAME)
+    append_protonet_head(proto, FEATURES, head.prototypes.cpu().numpy(), float(head.spread), head.distance,
+                         head.temperature, OUTPUT_NAMES)
+    return proto
 
 
 def check_parity(model_bytes: bytes, model: "LoadedModel", task: "AdaptedTask",

@@ -199,6 +199,9 @@ def choose_runner(model: "LoadedModel", batch_size: int | None = None, backend: 
     machine, measured once per process and backbone. A GPU model keeps PyTorch."""
     if backend not in BACKENDS:
         raise FewShotError(f"unknown backend '{backend}'; use one of {', '.join(BACKENDS)}")
+    from engine.models.onnx_features import OnnxFeatures
+    if isinstance(model.learner.backbone, OnnxFeatures):  # an ONNX file already: nothing to export or compare
+        return OnnxBackboneRunner(model, model.learner.backbone.features.path, batch_size)
     torch_runner = BackboneRunner(model, batch_size)
     if backend == "torch" or (backend == "auto" and model_device(model).type != "cpu"):
         return torch_runner
