@@ -223,7 +223,7 @@ class RunPlan:
 
     @classmethod
     def plan(cls, cores: int, decode_cpu: float, forward_cpu: float, on_cpu: bool = True,
-             max_workers: int = MAX_DECODE_WORKERS) -> "RunPlan":
+             max_workers: int = MAX_DECODE_WORKERS, prefer_streams: bool = False) -> "RunPlan":
         """``decode_cpu``/``forward_cpu``: CPU seconds per image.
 
         Decoding is worth ``share x cores`` cores. Under half a core, the forward pass
@@ -232,7 +232,9 @@ class RunPlan:
         decoding overlaps with them on its share of the cores (the threads outnumber
         the cores, but each blocks when the next stage is full, so they settle on
         the split by themselves). A GPU forward needs one stream and little CPU:
-        decoding overlaps it on most of the cores.
+        decoding overlaps it on most of the cores. ``prefer_streams``: a runtime whose
+        single-threaded streams beat its own threading (onnxruntime: a stream per core
+        never waits for a preempted partner) always runs a stream per core.
         """
         cores = max(1, cores)
         total = decode_cpu + forward_cpu
@@ -240,7 +242,7 @@ class RunPlan:
         decode_cores = share * cores
         if not on_cpu:
             return cls(max(1, min(round(decode_cores), max_workers, cores - 1)), cores, 1)
-        if decode_cores < 0.5:
+        if decode_cores < 0.5 and not prefer_streams:
             return cls(min(cores, max_workers), cores, 1, overlap=False)
         return cls(max(1, min(round(decode_cores), max_workers, cores)), 1, cores)
 
@@ -274,6 +276,7 @@ class BackboneRunner:
             model.learner.to(memory_format=torch.channels_last)
 
     backend = "torch"
+    prefers_streams = False  # PyTorch's own threads beat streams when decoding is cheap (docs/PERFORMANCE.md)
 
     def get_threads(self) -> int:
         return torch.get_num_threads()
@@ -422,7 +425,7 @@ def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageI
             decode_cpu = (decoder.cpu_s - marks[0]) / max(1, decoder.decoded - marks[1])
             forward_cpu = (runner.cpu_s - marks[2]) / max(1, runner.images - marks[3])
             plan = RunPlan.plan(torch_threads if on_cpu else available_cores(), decode_cpu, forward_cpu, on_cpu,
-                                max_decode)
+                                max_decode, prefer_streams=runner.prefers_streams)
             log.debug("decode %.3f ms/img, forward %.3f ms/img: %s", 1e3 * decode_cpu, 1e3 * forward_cpu, plan)
             _PLANS[plan_key] = plan
             streams = apply(plan)

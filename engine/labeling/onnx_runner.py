@@ -64,6 +64,7 @@ class OnnxBackboneRunner:
     """
 
     backend = "onnxruntime"
+    prefers_streams = True  # measured: a stream per core beat intra-op threads (docs/PERFORMANCE.md)
 
     def __init__(self, model: "LoadedModel", path: Path, batch_size: int | None = None):
         self.model = model
@@ -90,9 +91,7 @@ class OnnxBackboneRunner:
         with self._session_lock:
             session = self._sessions.get(threads)
             if session is None:
-                from engine.onnx_session import make_session
-                # Labeling on the CPU: the GPU case runs PyTorch (choose_runner).
-                session, self.provider = make_session(self.path, threads=threads, prefer_gpu=False)
+                session, self.provider = _shared_session(self.path, threads)
                 self._input = session.get_inputs()[0].name
                 self._sessions[threads] = session
             return session
@@ -111,6 +110,24 @@ class OnnxBackboneRunner:
             # As for PyTorch: the calling thread does one share of each op's work.
             self.cpu_s += (time.thread_time() - cpu0) * threads
             self.images += pixels.shape[0]
+
+
+_sessions: dict[tuple[str, int], tuple[Any, str]] = {}
+
+
+def _shared_session(path: Path, threads: int) -> tuple[Any, str]:
+    """One session per (file, threads) in the process: making one optimises the whole
+    graph (about half a second for Lite0), which each labeling run would pay again."""
+    key = (str(path), threads)
+    with _lock:
+        found = _sessions.get(key)
+    if found is None:
+        from engine.onnx_session import make_session
+        # Labeling on the CPU: the GPU case runs PyTorch (choose_runner).
+        found = make_session(path, threads=threads, prefer_gpu=False)
+        with _lock:
+            found = _sessions.setdefault(key, found)
+    return found
 
 
 def weights_key(model: "LoadedModel") -> str:
