@@ -100,10 +100,11 @@ def load_model(spec: str, device: torch.device | str = "cpu", preprocessing: Pre
 def load_onnx_model(spec: str, preprocessing: Preprocessing | None = None) -> LoadedModel:
     """A ProtoNet head (cosine) on an ONNX model's features, run by onnxruntime on the CPU."""
     from engine.methods.protonet import ProtoNet
-    from engine.models.onnx_features import (OnnxFeatures, onnx_meta, prepare, preprocessing_for,
-                                             remember_preprocessing)
+    from engine.models.onnx_features import (OnnxFeatures, check_against_file, onnx_meta, prepare,
+                                             preprocessing_for, remember_preprocessing)
     prep = preprocessing_for(spec, preprocessing)
     features = prepare(spec)
+    check_against_file(prep, features)
     if preprocessing is not None:
         remember_preprocessing(spec, preprocessing)
     learner = ProtoNet(OnnxFeatures(features, prep), distance="cosine").eval()

@@ -119,3 +119,16 @@ def test_label_export_and_predict_with_onnx_features(mobilenet, tmp_path):
         name = Path(row["path"]).name
         if stored.get(name) is not None:
             assert row["label"] == names[stored[name]], name
+
+
+def test_settings_the_file_contradicts_are_refused_and_not_remembered(mobilenet):
+    wrong = Preprocessing(size=(128, 128), channels=3, mean=IMAGENET.mean, std=IMAGENET.std)
+    with pytest.raises(ModelInputError, match="height 128 \\(the file expects 224\\)"):
+        load_model(str(mobilenet), preprocessing=wrong)
+    assert remembered_preprocessing(mobilenet) is None
+
+
+def test_other_settings_give_other_cache_rows(mobilenet):
+    a = load_model(str(mobilenet), preprocessing=IMAGENET)
+    b = load_model(str(mobilenet), preprocessing=Preprocessing(size=(224, 224), channels=3, resize="stretch"))
+    assert a.backbone_id != b.backbone_id

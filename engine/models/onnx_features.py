@@ -266,10 +266,30 @@ def is_onnx_spec(spec: str) -> bool:
 def onnx_meta(features: FeatureModel, prep: Preprocessing) -> dict[str, Any]:
     return {"method": "protonet", "method_config": {"distance": "cosine"}, "backbone": "onnx",
             "channels": prep.channels, "image_size": list(prep.size), "preprocessing": prep.to_dict(),
-            "backbone_id": f"onnx:{features.digest[:24]}:{features.taken_from}",
+            # The input contract is part of the embedding function: other settings, other cache rows.
+            "backbone_id": f"onnx:{features.digest[:24]}:{_prep_digest(prep)}:{features.taken_from}",
             "onnx_file": str(features.source), "feature_dim": features.dim, "features_from": features.taken_from,
             "description": f"ProtoNet head on {features.source.name} features ({features.dim}-d, "
                            f"from {features.taken_from})"}
+
+
+def _prep_digest(prep: Preprocessing) -> str:
+    return hashlib.sha256(json.dumps(prep.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def check_against_file(prep: Preprocessing, features: FeatureModel) -> None:
+    """Refuse a size or channel count the file's declared input contradicts (it would
+    fail inside onnxruntime on every image, and must never be remembered)."""
+    shape = features.input_shape
+    if len(shape) != 4:
+        return
+    declared = {"channels": shape[1], "height": shape[2], "width": shape[3]}
+    given = {"channels": prep.channels, "height": prep.size[0], "width": prep.size[1]}
+    wrong = [f"{k} {given[k]} (the file expects {v})" for k, v in declared.items()
+             if isinstance(v, int) and v > 0 and v != given[k]]
+    if wrong:
+        raise ModelInputError(f"{features.source.name}: the input settings do not fit the model: "
+                              f"{', '.join(wrong)}; use the sizes the file declares")
 
 
 def preprocessing_for(spec: str, prep: Preprocessing | None) -> Preprocessing:
@@ -281,6 +301,7 @@ def preprocessing_for(spec: str, prep: Preprocessing | None) -> Preprocessing:
         suggestion = suggested_preprocessing(spec)
         raise FewShotError(
             f"{spec}: the app does not know this ONNX model's input size and normalisation yet. Tell it once: "
+            "in the app, Labeling > Model > ONNX Feature Extractor...; on the command line, "
             f"fewshot label ... --model {spec} --onnx-preprocessing '{json.dumps(suggestion.to_dict())}' "
             "(the suggestion is the input size the file declares with ImageNet normalisation; check your model's "
             "documentation)")
