@@ -86,15 +86,19 @@ def load_array(source: str | Path | bytes, prep: Preprocessing, *, name: str | N
     return out
 
 
+def check_batch_shape(shape: tuple[int, ...], prep: Preprocessing) -> None:
+    """Images must be (C, H, W) or (N, C, H, W) with the model's channel count."""
+    if len(shape) not in (3, 4):
+        raise ModelInputError(f"expected images shaped (C, H, W) or (N, C, H, W), got {shape}")
+    if shape[-3] != prep.channels:
+        raise ModelInputError(f"images have {shape[-3]} channels but the model expects {prep.channels}; "
+                              "convert them (gray/RGB) with the model's preprocessing")
+
+
 def normalize_array(batch_uint8: np.ndarray, prep: Preprocessing) -> np.ndarray:
     """uint8 (N, C, H, W) or (C, H, W) to float32 ``(x / 255 - mean) / std``, the same
     arithmetic as :func:`engine.data.transforms.normalize`."""
-    if batch_uint8.ndim not in (3, 4):
-        raise ModelInputError(f"expected images shaped (C, H, W) or (N, C, H, W), got {tuple(batch_uint8.shape)}")
-    channels = batch_uint8.shape[-3]
-    if channels != prep.channels:
-        raise ModelInputError(f"images have {channels} channels but the model expects {prep.channels}; "
-                              "convert them (gray/RGB) with the model's preprocessing")
+    check_batch_shape(tuple(batch_uint8.shape), prep)
     mean = np.asarray(prep.mean, dtype=np.float32).reshape(-1, 1, 1)
     std = np.asarray(prep.std, dtype=np.float32).reshape(-1, 1, 1)
     scale = np.float32(1.0) / (np.float32(255.0) * std)

@@ -17,9 +17,9 @@ from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
 from engine.data.decode import DEFAULT_MAX_PIXELS
-from engine.data.pixels import RESIZE_RULES, check_preprocessing, load_array, resize_image, write_pixels
+from engine.data.pixels import (RESIZE_RULES, check_batch_shape, check_preprocessing, load_array, resize_image,
+                                write_pixels)
 from engine.data.preprocessing import Preprocessing
-from engine.errors import ModelInputError
 
 __all__ = ["RESIZE_RULES", "check_preprocessing", "image_to_uint8", "load_uint8", "normalize",
            "resize_image", "resize_uint8"]
@@ -40,12 +40,7 @@ def load_uint8(source: str | Path | bytes, prep: Preprocessing, *, name: str | N
 
 def normalize(batch_uint8: Tensor, prep: Preprocessing) -> Tensor:
     """uint8 (N, C, H, W) or (C, H, W) to float32 ``(x / 255 - mean) / std``."""
-    if batch_uint8.ndim not in (3, 4):
-        raise ModelInputError(f"expected images shaped (C, H, W) or (N, C, H, W), got {tuple(batch_uint8.shape)}")
-    channels = batch_uint8.shape[-3]
-    if channels != prep.channels:
-        raise ModelInputError(f"images have {channels} channels but the model expects {prep.channels}; "
-                              "convert them (gray/RGB) with the model's preprocessing")
+    check_batch_shape(tuple(batch_uint8.shape), prep)
     mean = torch.tensor(prep.mean, dtype=torch.float32, device=batch_uint8.device).view(-1, 1, 1)
     std = torch.tensor(prep.std, dtype=torch.float32, device=batch_uint8.device).view(-1, 1, 1)
     # Folding 1/255 into the affine map costs one multiply-add per pixel instead of three ops.
