@@ -14,6 +14,12 @@ the time of the action.
 
 Entries are written in the same transaction as the action, so the log can never
 disagree with the data. A new action drops the redo entries, as in any editor.
+
+Beside the undo log, every action also appends one :class:`LabelEvent` per image
+to ``label_events``, which is never trimmed: the per-image history a person reads
+("labelled cat", "undone: labelled cat"). An undo or redo copies the events of the
+entry it replays, with source ``undo``/``redo``, so the wording follows the action
+the person remembers rather than the state changes it was stored as.
 """
 from __future__ import annotations
 
@@ -27,6 +33,33 @@ HISTORY_LIMIT = 1000  # entries kept; older ones are dropped
 
 LABEL = "label"
 EXAMPLE = "example"
+
+# LabelEvent.action values.
+LABELLED = "label"  # a human label of a class the model did not predict (or with no prediction)
+ACCEPTED = "accept"  # a human label equal to the model's prediction at the time
+NONE_OF_THESE = "none"
+CLEARED = "clear"  # the human label removed (class_id: the class it had, or None)
+MADE_EXAMPLE = "example"
+REMOVED_EXAMPLE = "unexample"
+CLASS_DELETED = "class_deleted"  # the image's label or example went with its class
+ACTIONS = (LABELLED, ACCEPTED, NONE_OF_THESE, CLEARED, MADE_EXAMPLE, REMOVED_EXAMPLE, CLASS_DELETED)
+
+EventSpec = tuple[int, str, "int | None"]  # image id, action, class id
+
+
+@dataclass(frozen=True)
+class LabelEvent:
+    """One thing that happened to one image. ``time`` is seconds since the epoch;
+    ``class_name`` is the name the class had then (the class may be gone since);
+    ``source`` is ``human`` (the action itself), ``undo`` or ``redo`` (the action
+    named by ``action`` was undone or redone)."""
+
+    image_id: int
+    time: float
+    action: str
+    class_id: int | None
+    class_name: str | None
+    source: str
 
 
 @dataclass(frozen=True)
@@ -54,13 +87,39 @@ class History:
         self._conn = conn
         self._limit = limit
 
-    def record(self, description: str, changes: list[Change]) -> None:
+    def record(self, description: str, changes: list[Change], events: list[EventSpec]) -> None:
+        """Log an action: its undo entry and its per-image events. Nothing when nothing changed."""
         if not changes:
             return
         self._conn.execute("DELETE FROM history WHERE undone = 1")
-        self._conn.execute("INSERT INTO history(description, changes, undone, time) VALUES (?, ?, 0, ?)",
-                           (description, json.dumps([asdict(c) for c in changes]), time.time()))
+        history_id = self._conn.execute(
+            "INSERT INTO history(description, changes, undone, time) VALUES (?, ?, 0, ?)",
+            (description, json.dumps([asdict(c) for c in changes]), time.time())).lastrowid
         self._conn.execute("DELETE FROM history WHERE id <= (SELECT max(id) FROM history) - ?", (self._limit,))
+        self.log_events(events, "human", history_id)
+
+    def log_events(self, events: list[EventSpec], source: str, history_id: int | None) -> None:
+        """Append events, naming each class as it is called now (call before deleting one)."""
+        now = time.time()
+        self._conn.executemany(
+            "INSERT INTO label_events(image_id, time, action, class_id, class_name, source, history_id) "
+            "VALUES (?, ?, ?, ?, (SELECT name FROM classes WHERE id = ?), ?, ?)",
+            [(image_id, now, action, class_id, class_id, source, history_id) for image_id, action, class_id in events])
+
+    def events(self, image_id: int) -> list[LabelEvent]:
+        """The image's events, oldest first."""
+        return [LabelEvent(*r) for r in self._conn.execute(
+            "SELECT image_id, time, action, class_id, class_name, source FROM label_events "
+            "WHERE image_id = ? ORDER BY id", (image_id,))]
+
+    def _replayed(self, history_id: int, source: str, changes: list[Change]) -> None:
+        copied = self._conn.execute(
+            "INSERT INTO label_events(image_id, time, action, class_id, class_name, source, history_id) "
+            "SELECT image_id, ?, action, class_id, coalesce((SELECT name FROM classes c WHERE c.id = e.class_id), "
+            "class_name), ?, history_id FROM label_events e WHERE history_id = ? AND source = 'human' ORDER BY id",
+            (time.time(), source, history_id)).rowcount
+        if copied <= 0:  # an entry recorded before the project had label_events
+            self.log_events(_derived_events(changes), source, history_id)
 
     def undo(self, apply: ApplyFn) -> tuple[str, list[Change]] | None:
         """Apply the last entry's "before" states; returns its description and changes."""
@@ -72,6 +131,7 @@ class History:
         for change in reversed(changes):
             apply(change, change.before)
         self._conn.execute("UPDATE history SET undone = 1 WHERE id = ?", (row[0],))
+        self._replayed(row[0], "undo", changes)
         return row[1], changes
 
     def redo(self, apply: ApplyFn) -> tuple[str, list[Change]] | None:
@@ -84,6 +144,7 @@ class History:
         for change in changes:
             apply(change, change.after)
         self._conn.execute("UPDATE history SET undone = 0 WHERE id = ?", (row[0],))
+        self._replayed(row[0], "redo", changes)
         return row[1], changes
 
     def next_undo(self) -> str | None:
@@ -101,3 +162,25 @@ class History:
 
 def _decode(text: str) -> list[Change]:
     return [Change(**c) for c in json.loads(text)]
+
+
+def _derived_events(changes: list[Change]) -> list[EventSpec]:
+    """The action an entry's changes stand for, per image. Only for entries older than
+    label_events; it cannot tell an accepted prediction from a label, nor clearing an
+    example's label from removing the example (they change the same states)."""
+    by_image: dict[int, dict[str, Change]] = {}
+    for c in changes:
+        by_image.setdefault(c.image_id, {})[c.kind] = c
+    out: list[EventSpec] = []
+    for image_id, kinds in by_image.items():
+        example, label = kinds.get(EXAMPLE), kinds.get(LABEL)
+        if example is not None and example.after is not None:
+            out.append((image_id, MADE_EXAMPLE, example.after))
+        elif label is not None and label.after is not None:
+            cls = label.after["class"]
+            out.append((image_id, LABELLED if cls is not None else NONE_OF_THESE, cls))
+        elif example is not None:
+            out.append((image_id, REMOVED_EXAMPLE, example.before))
+        elif label is not None:
+            out.append((image_id, CLEARED, label.before["class"] if label.before else None))
+    return out

@@ -29,6 +29,12 @@ Layout (version 1):
 - ``embeddings``: cached backbone features per (backbone id, content hash).
 - ``history``: the undo/redo log of label and example actions.
 - ``settings``: small key/value facts (the current model).
+
+Version 2 adds ``label_events``: what people did to each image, append only, for
+the detail pane's history. ``history`` cannot serve: it is capped and a new action
+drops its redo entries. Each event keeps the class name as it was (classes get
+renamed and deleted, so ``class_id`` has no foreign key) and the undo entry that
+recorded it (``history_id``), so that undoing it can say what was undone.
 """
 from __future__ import annotations
 
@@ -151,8 +157,23 @@ def _migrate_to_v1(conn: sqlite3.Connection) -> None:
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
 
 
+def _migrate_to_v2(conn: sqlite3.Connection) -> None:
+    # Actions as written by store.py; source 'undo'/'redo' copies the undone action's events.
+    conn.execute("""CREATE TABLE label_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        image_id INTEGER NOT NULL REFERENCES images(id),
+        time REAL NOT NULL,
+        action TEXT NOT NULL,
+        class_id INTEGER,
+        class_name TEXT,
+        source TEXT NOT NULL CHECK (source IN ('human', 'undo', 'redo')),
+        history_id INTEGER)""")
+    conn.execute("CREATE INDEX label_events_image ON label_events(image_id, id)")
+    conn.execute("CREATE INDEX label_events_history ON label_events(history_id) WHERE history_id IS NOT NULL")
+
+
 #: MIGRATIONS[i] upgrades a file at schema version i to version i + 1. Append only.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_v1]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_v1, _migrate_to_v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -11,7 +11,8 @@ Invariant kept by every action: an example of class C is human-labelled C. So
 ``add_examples`` also confirms the images as C, ``remove_example`` removes that
 label too, and labelling or clearing an example as something else stops it being
 an example. All four are undoable; class operations are not (deleting a class
-clears the undo history, since older steps refer to it).
+clears the undo history, since older steps refer to it). The four, their undo and
+redo, and deleting a class also append to each image's :meth:`Project.label_history`.
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ import numpy as np
 
 from engine.errors import ProjectError
 from engine.labeling import schema
-from engine.labeling.history import EXAMPLE, LABEL, Change, History
+from engine.labeling.history import (ACCEPTED, CLASS_DELETED, CLEARED, EXAMPLE, LABEL, LABELLED, MADE_EXAMPLE,
+                                     NONE_OF_THESE, REMOVED_EXAMPLE, Change, History, LabelEvent)
 from engine.labeling.lock import ProjectLock
 from engine.labeling.records import AddReport, ClassInfo, ImageRecord, PredictionRow
 from engine.labeling.scan import ProgressFn, ScannedFile, collect, probe_all
@@ -231,6 +233,10 @@ class Project:
             affected = [r[0] for r in self._conn.execute(
                 "SELECT id FROM images WHERE label_class_id = ?1 OR predicted_class_id = ?1 "
                 "UNION SELECT image_id FROM examples WHERE class_id = ?1", (class_id,))]
+            # Only what a person did is history; losing the model's guess of the class is not.
+            self._history.log_events([(r[0], CLASS_DELETED, class_id) for r in self._conn.execute(
+                "SELECT image_id FROM labels WHERE class_id = ?1 AND source = 'human' "
+                "UNION SELECT image_id FROM examples WHERE class_id = ?1", (class_id,))], "human", None)
             self._conn.execute("DELETE FROM examples WHERE class_id = ?", (class_id,))
             self._conn.execute("DELETE FROM labels WHERE class_id = ?", (class_id,))
             self._conn.execute("DELETE FROM predictions WHERE class_id = ?", (class_id,))
@@ -344,7 +350,8 @@ class Project:
                     report.added.append(image_id)
                 self._apply_changes(changes, forward=True)
                 n = len(report.added)
-                self._history.record(f"add {n} example{'s' if n != 1 else ''} to {name}", changes)
+                self._history.record(f"add {n} example{'s' if n != 1 else ''} to {name}", changes,
+                                     [(i, MADE_EXAMPLE, class_id) for i in report.added])
         return report
 
     @_locked
@@ -360,7 +367,8 @@ class Project:
             if label == {"class": class_id}:
                 changes.append(Change(LABEL, image_id, label, None))
             self._apply_changes(changes, forward=True)
-            self._history.record(f"remove example {Path(path).name} from {name}", changes)
+            self._history.record(f"remove example {Path(path).name} from {name}", changes,
+                                 [(image_id, REMOVED_EXAMPLE, class_id)])
 
     @_locked
     def examples(self) -> list[tuple[int, int]]:
@@ -438,7 +446,8 @@ class Project:
             if example_of is not None and example_of != class_id:
                 changes.append(Change(EXAMPLE, image_id, example_of, None))
             self._apply_changes(changes, forward=True)
-            self._history.record(f"label {Path(path).name} as {name}", changes)
+            self._history.record(f"label {Path(path).name} as {name}", changes,
+                                 [(image_id, self._label_action(image_id, class_id), class_id)])
 
     @_locked
     def clear_label(self, image_id: int) -> None:
@@ -453,7 +462,8 @@ class Project:
             if example_of is not None:
                 changes.append(Change(EXAMPLE, image_id, example_of, None))
             self._apply_changes(changes, forward=True)
-            self._history.record(f"clear label of {Path(path).name}", changes)
+            self._history.record(f"clear label of {Path(path).name}", changes,
+                                 [(image_id, CLEARED, before["class"] if before else None)])
 
     @_locked
     def undo(self) -> str | None:
@@ -472,6 +482,19 @@ class Project:
             if done is not None:
                 self._refresh({c.image_id for c in done[1]})
         return done[0] if done else None
+
+    @_locked
+    def label_history(self, image_id: int) -> list[LabelEvent]:
+        """What people did to the image (labels, examples, undo and redo), oldest first.
+        Unlike the undo log it is never trimmed."""
+        self._image_row(image_id)
+        return self._history.events(image_id)
+
+    def _label_action(self, image_id: int, class_id: int | None) -> str:
+        if class_id is None:
+            return NONE_OF_THESE
+        row = self._conn.execute("SELECT class_id FROM predictions WHERE image_id = ?", (image_id,)).fetchone()
+        return ACCEPTED if row is not None and row[0] == class_id else LABELLED
 
     @_locked
     def undo_text(self) -> str | None:
