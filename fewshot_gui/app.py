@@ -7,9 +7,11 @@ GUI's own modules are imported here; ``engine.errors`` is plain Python.
 from __future__ import annotations
 
 import logging
+import signal
+import socket
 import sys
 
-from PySide6.QtCore import QCoreApplication, Qt
+from PySide6.QtCore import QCoreApplication, QSocketNotifier, Qt
 from PySide6.QtWidgets import QApplication
 
 from fewshot_gui.main_window import MainWindow
@@ -30,10 +32,41 @@ def make_app(argv: list[str] | None = None) -> QApplication:
     return app  # type: ignore[return-value]
 
 
+def close_on_signals(app: QApplication, window: MainWindow) -> None:
+    """SIGTERM (logging out, `kill`, a service manager) and Ctrl+C in the terminal close
+    the window the way File > Quit does: the worker stops after its batch, the project
+    closes and the window's settings are saved.
+
+    Python runs signal handlers only between bytecodes, and while Qt's event loop waits
+    none run; so the C-level handler's wake-up byte goes to a socket that Qt watches."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    theirs.setblocking(False)
+    try:
+        signal.set_wakeup_fd(theirs.fileno())
+    except ValueError:  # not the main thread (embedded use): keep the default behaviour
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)  # the work happens in quit() below, in Qt's loop
+
+    def quit_() -> None:
+        try:
+            ours.recv(64)
+        except OSError:
+            pass
+        window.close()
+        app.quit()  # also when a message box is still open beside the window
+
+    notifier = QSocketNotifier(ours.fileno(), QSocketNotifier.Type.Read, app)
+    notifier.activated.connect(quit_)
+    app._signal_sockets = (ours, theirs, notifier)  # kept alive as long as the app
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = make_app(argv)
     window = MainWindow()
+    close_on_signals(app, window)
     window.show()
     args = app.arguments()[1:]
     if args:  # `fewshot-gui project.fewshot` opens it straight away

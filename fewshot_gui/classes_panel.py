@@ -2,19 +2,22 @@
 
 Each card is a drop target: image files or folders from the file manager, or
 tiles dragged from the results grid, dropped on a card become that class's
-examples. The panel never touches the project itself; it emits requests that
-the main window turns into worker jobs.
+examples. A card dragged above or below another changes the class order (and so
+the number keys); see class_order.py. The panel never touches the project
+itself; it emits requests that the main window turns into worker jobs.
 """
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from PySide6.QtCore import QMimeData, Qt, Signal
-from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QMouseEvent
-from PySide6.QtWidgets import (QColorDialog, QFileDialog, QFrame, QHBoxLayout, QInputDialog, QLabel, QMenu,
-                               QMessageBox, QPushButton, QScrollArea, QSizePolicy, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtCore import QMimeData, QPoint, Qt, Signal
+from PySide6.QtGui import QColor, QDrag, QDragEnterEvent, QDropEvent, QMouseEvent
+from PySide6.QtWidgets import (QApplication, QColorDialog, QFileDialog, QFrame, QHBoxLayout, QInputDialog, QLabel,
+                               QMenu, QMessageBox, QPushButton, QScrollArea, QSizePolicy, QToolButton, QVBoxLayout,
+                               QWidget)
 
+from fewshot_gui.class_order import ClassList, class_drag_mime, drag_pixmap, moved
 from fewshot_gui.results_model import IDS_MIME
 from fewshot_gui.thumbnails import ThumbnailLoader
 
@@ -47,15 +50,22 @@ class ClassCard(QFrame):
     dropped = Signal(int, list, list)  # class id, paths, image ids
     menu_requested = Signal(int, object)  # class id, global pos
     rename_requested = Signal(int)
+    drag_started = Signal(int, QPoint)  # class id, where in the card the pointer holds it
 
     def __init__(self, info: Any, loader: ThumbnailLoader, parent=None):
         super().__init__(parent)
         self.info = info
         self.loader = loader
+        self.order_list: ClassList | None = None  # takes card drags over this card (set by the panel)
         self.example_paths: list[str] = []
         self.setObjectName("classCard")
         self.setAcceptDrops(True)
         self.setFrameShape(QFrame.Shape.StyledPanel)
+        self._press: QPoint | None = None
+        self.grip = QLabel("\u2261")
+        self.grip.setToolTip("Drag the card to change the class order (the number keys follow it)")
+        self.grip.setCursor(Qt.CursorShape.OpenHandCursor)
+        self.grip.setStyleSheet("color: palette(mid);")
         self.swatch = QLabel()
         self.swatch.setFixedSize(14, 14)
         self.name = QLabel()
@@ -73,6 +83,7 @@ class ClassCard(QFrame):
             self.info.id, self.more.mapToGlobal(self.more.rect().bottomLeft())))
         head = QHBoxLayout()
         head.setContentsMargins(0, 0, 0, 0)
+        head.addWidget(self.grip)
         head.addWidget(self.swatch)
         head.addWidget(self.name, 1)
         head.addWidget(self.count)
@@ -141,7 +152,16 @@ class ClassCard(QFrame):
         bg = color.lighter(185).name() if on else "palette(base)"
         _set_style(self, f"#classCard {{ border: {border}; border-radius: 6px; background: {bg}; }}")
 
+    def _card_drag(self, event, drop: bool = False) -> bool:
+        """Hand a card drag to the list, in its coordinates; True when it was one."""
+        if self.order_list is None:
+            return False
+        pos = self.mapTo(self.order_list, event.position().toPoint())
+        return self.order_list.drop(event, pos) if drop else self.order_list.track(event, pos)
+
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt override
+        if self._card_drag(event):
+            return
         if event.mimeData().hasUrls() or event.mimeData().hasFormat(IDS_MIME):
             event.setDropAction(Qt.DropAction.CopyAction)
             event.accept()
@@ -150,15 +170,21 @@ class ClassCard(QFrame):
             event.ignore()
 
     def dragMoveEvent(self, event) -> None:  # noqa: N802 - Qt override
+        if self._card_drag(event):
+            return
         if event.mimeData().hasUrls() or event.mimeData().hasFormat(IDS_MIME):
             event.setDropAction(Qt.DropAction.CopyAction)
             event.accept()
 
     def dragLeaveEvent(self, _event) -> None:  # noqa: N802 - Qt override
         self._set_highlight(False)
+        if self.order_list is not None:
+            self.order_list.clear_line()
 
     def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt override
         self._set_highlight(False)
+        if self._card_drag(event, drop=True):
+            return
         paths, ids = dropped_items(event.mimeData())
         if not paths and not ids:
             event.ignore()
@@ -166,6 +192,26 @@ class ClassCard(QFrame):
         event.setDropAction(Qt.DropAction.CopyAction)
         event.accept()
         self.dropped.emit(self.info.id, paths, ids)
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt override
+        if event.button() == Qt.MouseButton.LeftButton:
+            self._press = event.position().toPoint()
+            event.accept()  # the moves that follow come here, and may become a drag
+        else:
+            super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt override
+        # A press that travels further than the platform's drag distance is a drag, not a click.
+        if (self._press is not None and event.buttons() & Qt.MouseButton.LeftButton
+                and (event.position().toPoint() - self._press).manhattanLength() >= QApplication.startDragDistance()):
+            press, self._press = self._press, None
+            self.drag_started.emit(self.info.id, press)
+            return
+        super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt override
+        self._press = None
+        super().mouseReleaseEvent(event)
 
     def mouseDoubleClickEvent(self, _event: QMouseEvent) -> None:  # noqa: N802 - Qt override
         self.rename_requested.emit(self.info.id)
@@ -196,7 +242,8 @@ class ClassesPanel(QWidget):
         head = QHBoxLayout()
         head.addWidget(title, 1)
         head.addWidget(self.add_button)
-        self.body = QWidget()
+        self.body = ClassList(self)
+        self.body.card_dropped.connect(self._card_dropped)
         self.list = QVBoxLayout(self.body)
         self.list.setContentsMargins(0, 0, 0, 0)
         self.list.setSpacing(6)
@@ -232,10 +279,35 @@ class ClassesPanel(QWidget):
                 card.dropped.connect(self.examples_dropped)
                 card.menu_requested.connect(self._menu)
                 card.rename_requested.connect(self.ask_rename)
+                card.drag_started.connect(self._start_drag)
+                card.order_list = self.body
                 self.cards[info.id] = card
             self.list.insertWidget(i, card)  # re-inserting moves it: cards follow the class order
             card.set_info(info, examples.get(info.id, []), i + 1 if i < 9 else None)
+        self.body.cards = [self.cards[c.id] for c in classes]
         self.empty.setVisible(not classes)
+
+    # ------------------------------------------------------------ drag to reorder
+
+    def _start_drag(self, class_id: int, hot_spot: QPoint) -> None:
+        card = self.cards.get(class_id)
+        if card is None or len(self.classes) < 2:
+            return
+        drag = QDrag(self)  # not the card: a reload during the drag may replace it
+        drag.setMimeData(class_drag_mime(self, class_id))
+        pm = drag_pixmap(card)
+        drag.setPixmap(pm)
+        drag.setHotSpot(QPoint(hot_spot.x() * pm.width() // max(card.width(), 1),
+                               hot_spot.y() * pm.height() // max(card.height(), 1)))
+        drag.exec(Qt.DropAction.MoveAction)  # runs until the drop; _card_dropped has done the work by then
+
+    def _card_dropped(self, class_id: int, gap: int) -> None:
+        ids = [c.id for c in self.classes]
+        if class_id not in ids:
+            return  # deleted while being dragged
+        order = moved(ids, class_id, gap)
+        if order != ids:
+            self.reorder_requested.emit(order)
 
     # ------------------------------------------------------------ user requests
 

@@ -1,5 +1,6 @@
 """The selected image in detail: a larger preview, each class's probability as a bar,
-and the uncertainty numbers (entropy, margin, mutual information, OOD score)."""
+the uncertainty numbers (entropy, margin, mutual information, OOD score), and what
+people did to it (its label history, newest first)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +8,9 @@ from typing import Any
 
 from PySide6.QtCore import QRect, QSize, Qt
 from PySide6.QtGui import QColor, QPainter
-from PySide6.QtWidgets import QFormLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFormLayout, QFrame, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
+from fewshot_gui.label_history import history_html
 from fewshot_gui.thumbnails import ThumbnailLoader
 
 PREVIEW = 256
@@ -104,6 +106,16 @@ class DetailPane(QWidget):
         numbers.addRow("Mutual info", self.mutual_info)
         numbers.addRow("OOD score", self.ood)
         numbers.addRow("Size", self.size)
+        self.history = QLabel(wordWrap=True, textFormat=Qt.TextFormat.RichText,
+                              alignment=Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        self.history.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        # A long history scrolls inside the pane instead of pushing the pane taller than the window.
+        history_scroll = QScrollArea()
+        history_scroll.setWidgetResizable(True)
+        history_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        history_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        history_scroll.setWidget(self.history)
+        self.history_title = QLabel("<b>History</b>")
         layout = QVBoxLayout(self)
         layout.addWidget(self.preview)
         layout.addWidget(self.name)
@@ -111,12 +123,17 @@ class DetailPane(QWidget):
         layout.addWidget(QLabel("<b>Class probabilities</b>"))
         layout.addWidget(self.bars)
         layout.addLayout(numbers)
-        layout.addStretch(1)
+        layout.addSpacing(6)
+        layout.addWidget(self.history_title)
+        layout.addWidget(history_scroll, 1)
         loader.ready.connect(self._thumbnail_ready)
         self.show_record(None, [])
 
-    def show_record(self, rec: Any, classes: list[Any]) -> None:
+    def show_record(self, rec: Any, classes: list[Any], history: list[Any] | None = None) -> None:
+        """``history``: the image's label events, oldest first (None: not read)."""
         self.record, self.classes = rec, classes
+        self.history.setText(history_html(history) if rec is not None and history is not None else "")
+        self.history_title.setVisible(rec is not None and history is not None)
         if rec is None:
             self.preview.clear()
             self.preview.setText("Select an image")

@@ -4,6 +4,7 @@ it lazily so that nothing here loads torch on the main thread.
 """
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any
 
@@ -14,22 +15,38 @@ log = logging.getLogger(__name__)
 
 
 def start_engine(ctx: EngineContext, h: JobHandle) -> str:
-    from engine.runtime import describe_device, pick_device, tune_cpu_allocator
-    tune_cpu_allocator()
-    ctx.device = pick_device("auto")
-    ctx.device_text = describe_device(ctx.device)
-    # Import what labeling needs now, while the user is still choosing a project.
-    import engine.labeling.labeler  # noqa: F401
-    import engine.labeling.store  # noqa: F401
+    # Importing torch creates some 300,000 objects, and full garbage collections
+    # triggered along the way (each walking all of them, holding the GIL) froze the
+    # window for 0.2-0.6 s three times at start-up. Nothing it makes is garbage; the
+    # worker then keeps all of it out of later collections (worker.py, gc.freeze).
+    gc.disable()
+    try:
+        from engine.runtime import describe_device, pick_device, tune_cpu_allocator
+        tune_cpu_allocator()
+        ctx.device = pick_device("auto")
+        ctx.device_text = describe_device(ctx.device)
+        # Import what labeling needs now, while the user is still choosing a project.
+        import engine.labeling.labeler  # noqa: F401
+        import engine.labeling.store  # noqa: F401
+    finally:
+        gc.enable()
     return ctx.device_text
 
 
-def load_model(ctx: EngineContext, h: JobHandle, spec: str) -> str:
+def load_model(ctx: EngineContext, h: JobHandle, spec: str, preprocessing: dict | None = None) -> str:
+    """``preprocessing`` (a ``Preprocessing.to_dict()``): an ONNX file's input size and
+    normalisation, as the user gave them; the engine remembers them for the file."""
     from engine.model_store import load_model as load
     from engine.runtime import pick_device
     if ctx.device is None:
         ctx.device = pick_device("auto")
-    model = load(spec, ctx.device)
+    prep = _preprocessing(preprocessing) if preprocessing is not None else None
+    if spec.lower().endswith(".onnx"):
+        if prep is None:
+            _require_remembered(spec)
+        else:
+            _check_declared(spec, prep)
+    model = load(spec, ctx.device, prep)
     ctx.model = model
     ctx.labeler = None
     meta = model.meta
@@ -172,3 +189,74 @@ def export_labels(ctx: EngineContext, h: JobHandle, kind: str, path: str) -> Any
     if kind == "folders":
         return labels.export_folders(project, path, progress=lambda done, total: h.report("copying", done, total))
     raise FewShotError(f"unknown export kind {kind!r}; use csv, json or folders")
+
+
+def _preprocessing(d: dict) -> Any:
+    from engine.data.preprocessing import Preprocessing
+    try:
+        return Preprocessing.from_dict(d)
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise FewShotError(f"the input size and normalisation given are incomplete ({e}); "
+                           "fill in every field of the dialog") from None
+
+
+def _require_remembered(path: str) -> None:
+    """The engine's own message for an unknown ONNX file is about the command line; here
+    the way to fix it is the dialog."""
+    from engine.models.onnx_features import remembered_preprocessing
+    _check_onnx_file(path)
+    if remembered_preprocessing(path) is None:
+        raise FewShotError(f"{path}: the app does not know this ONNX model's input size and normalisation yet; "
+                           "choose it with Labeling > Model > ONNX Feature Extractor\u2026 and fill them in once")
+
+
+def _check_onnx_file(path: str) -> None:
+    from pathlib import Path
+    if not Path(path).is_file():
+        raise FewShotError(f"ONNX file not found: {path}; it may have been moved or deleted, choose it again")
+
+
+def onnx_preprocessing(ctx: EngineContext, h: JobHandle, path: str) -> tuple[dict | None, dict | None, list]:
+    """(what was remembered for this ONNX file, or None; what its header suggests, only
+    when nothing was remembered; its declared input shape, ints where fixed) as plain
+    data: the main thread never sees engine types."""
+    from engine.models.onnx_features import prepare, remembered_preprocessing, suggested_preprocessing
+    _check_onnx_file(path)
+    # Reads, rewrites and test-runs the file (cached by content): a file that is no usable
+    # image model fails here, before the person is asked anything about it.
+    shape = list(prepare(path).input_shape)
+    remembered = remembered_preprocessing(path)
+    if remembered is not None:
+        return remembered.to_dict(), None, shape
+    return None, suggested_preprocessing(path).to_dict(), shape
+
+
+def _check_declared(path: str, prep: Any) -> None:
+    """Refuse a size or channel count the file's fixed input contradicts: the engine would
+    remember it, and every later run would fail inside onnxruntime."""
+    from engine.models.onnx_features import prepare
+    _check_onnx_file(path)
+    shape = prepare(path).input_shape
+    if len(shape) != 4:
+        return
+    given = (("channels", prep.channels), ("height", prep.size[0]), ("width", prep.size[1]))
+    wrong = [f"{what} {value} (the file says {fixed})" for (what, value), fixed in zip(given, shape[1:])
+             if isinstance(fixed, int) and fixed > 0 and value != fixed]
+    if wrong:
+        raise FewShotError(f"{path} takes input of a fixed shape {shape}, but the dialog gave " + ", ".join(wrong)
+                           + "; choose the model again and use the file's values")
+
+
+def methods(ctx: EngineContext, h: JobHandle) -> tuple[list[tuple[str, str]], str | None]:
+    """The methods the engine offers, as (registry key, display name), and the loaded model's."""
+    from engine.methods.registry import METHODS
+    active = str(ctx.model.meta.get("method")) if ctx.model is not None else None
+    return [(key, cls.__name__) for key, cls in sorted(METHODS.items())], active
+
+
+def export_model(ctx: EngineContext, h: JobHandle, path: str, model_spec: str, bundle: bool, force: bool) -> Any:
+    """The project's examples adapted by ``model_spec``, written as ONNX (or a bundle zip)
+    after the engine checked it against PyTorch; ``force`` only when the user agreed to
+    replace the file."""
+    from engine.export.onnx_model import export_from_project
+    return export_from_project(project_of(ctx), path, model_spec=model_spec, bundle=bundle, force=force)

@@ -24,9 +24,10 @@ from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMenu, QMessageBox,
                                QProgressBar, QPushButton, QSplitter, QStackedWidget, QToolBar, QVBoxLayout, QWidget)
 
-from fewshot_gui import jobs
+from fewshot_gui import export_model, jobs
 from fewshot_gui.classes_panel import ClassesPanel
 from fewshot_gui.detail_pane import DetailPane
+from fewshot_gui.model_picker import ModelPicker
 from fewshot_gui.results_model import SORTS, STATUSES, ResultsModel
 from fewshot_gui.results_view import ResultsView
 from fewshot_gui.review import ReviewPanel
@@ -136,6 +137,7 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._build_toolbar()
         self._build_status_bar()
+        self.model_picker = ModelPicker(self, BUNDLED_MODELS)
         self._restore_settings()
         self._update_actions()
         if start_engine:
@@ -246,6 +248,9 @@ class MainWindow(QMainWindow):
         self.act_export_csv = action("Labels as &CSV\u2026", lambda: self.export_labels("csv"))
         self.act_export_json = action("Labels as &JSON\u2026", lambda: self.export_labels("json"))
         self.act_export_folders = action("Labels as Class &Folders\u2026", lambda: self.export_labels("folders"))
+        self.act_export_model = action("Export &Model\u2026", lambda: export_model.export_model(self), None,
+                                       "Save the model adapted to this project's examples as ONNX, "
+                                       "checked against PyTorch")
         self.act_close = action("&Close Project", self.close_project, QKeySequence.StandardKey.Close)
         self.act_quit = action("&Quit", self.close, QKeySequence.StandardKey.Quit)
         self.act_undo = action("&Undo", self.undo, QKeySequence.StandardKey.Undo)
@@ -273,6 +278,7 @@ class MainWindow(QMainWindow):
         self.export_menu.addAction(self.act_export_csv)
         self.export_menu.addAction(self.act_export_json)
         self.export_menu.addAction(self.act_export_folders)
+        file.addAction(self.act_export_model)
         file.addSeparator()
         file.addAction(self.act_close)
         file.addAction(self.act_quit)
@@ -447,14 +453,14 @@ class MainWindow(QMainWindow):
 
     def set_model(self, spec: str) -> None:
         if spec and spec != self.model_spec:
-            self._load_model(spec)
+            self.model_picker.load(spec)  # an ONNX file may need its input size asked first
 
     def choose_checkpoint(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Checkpoint folder made by 'fewshot train'")
         if folder:
             self._load_model(folder)
 
-    def _load_model(self, spec: str) -> None:
+    def _load_model(self, spec: str, preprocessing: dict | None = None) -> None:
         self.model_label.setText(f"Model: {Path(spec).name} (loading\u2026)")
 
         def done(description: str) -> None:
@@ -467,14 +473,15 @@ class MainWindow(QMainWindow):
                 a.setChecked(a.data() == spec)
             self.model_label.setText(f"Model: {Path(spec).name}")
             self.model_label.setToolTip(description)
+            self.model_picker.model_loaded(spec)
 
         def failed(message: str) -> None:
             self.model_label.setText(f"Model: {Path(self.model_spec).name}")
-            self.model_box.setCurrentIndex(max(0, self.model_box.findData(self.model_spec)))
+            self.model_picker.show_current()
             self.show_error(message)
 
-        self.submit(f"Loading model {Path(spec).name}", lambda ctx, h: jobs.load_model(ctx, h, spec), done=done,
-                    failed=failed)
+        self.submit(f"Loading model {Path(spec).name}",
+                    lambda ctx, h: jobs.load_model(ctx, h, spec, preprocessing), done=done, failed=failed)
 
     # ================================================================ projects
 
@@ -662,6 +669,7 @@ class MainWindow(QMainWindow):
                   self.act_export_folders, self.act_close, self.act_review):
             a.setEnabled(has)
         self.export_menu.setEnabled(has)
+        self.act_export_model.setEnabled(export_model.can_export(self))
         self.act_cancel.setEnabled(self.progress.isVisible())
         undo = self.undo_text if has else None
         redo = self.redo_text if has else None
@@ -683,12 +691,17 @@ class MainWindow(QMainWindow):
             self.detail.show_record(None, self.classes)
             return
         self._detail_wanted = image_id
+        project = self.project
+        if project is None:
+            self.detail.show_record(None, self.classes)
+            return
 
-        def done(rec: Any) -> None:
+        def done(result: tuple[Any, list[Any]]) -> None:
             if self._detail_wanted == image_id:  # the selection may have moved on meanwhile
-                self.detail.show_record(rec, self.classes)
+                rec, history = result
+                self.detail.show_record(rec, self.classes, history)
 
-        self.fetch_image(image_id, done)
+        self.fetch(lambda: (project.image(image_id), project.label_history(image_id)), done)
 
     # ================================================================ classes and examples
 

@@ -38,6 +38,11 @@ class _LoadJob(QRunnable):
         if not image.isNull() and image.format() == QImage.Format.Format_Mono:
             # 1-bit PNGs (Omniglot) paint slowly and scale badly; grey scales smoothly.
             image = image.convertToFormat(QImage.Format.Format_Grayscale8)
+        if not image.isNull() and image.width() < self.size and image.height() < self.size:
+            # Smaller than asked: enlarged here, smoothly and once, so that painting it is a
+            # plain copy (a smooth enlargement in every paint tripled a tile's paint time).
+            image = image.scaled(self.size, self.size, Qt.AspectRatioMode.KeepAspectRatio,
+                                 Qt.TransformationMode.SmoothTransformation)
         self.signals.loaded.emit(self.path, self.size, image)
 
 

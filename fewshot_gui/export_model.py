@@ -1,0 +1,104 @@
+"""File > Export Model…: the project's adapted model as one ONNX file (or a bundle zip).
+
+The engine does the work in the worker (``export_from_project``: it adapts the
+window's current model on the project's examples, checks the file against PyTorch
+and writes it atomically); this side asks where, and reports what came out.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtWidgets import QFileDialog, QMessageBox
+
+from fewshot_gui import jobs
+
+ONNX_FILTER = "ONNX model (*.onnx)"
+BUNDLE_FILTER = "Bundle with labels and README (*.zip)"
+
+
+def can_export(window: Any) -> bool:
+    """A project with classes and examples, and no long job running: the export adapts on
+    the examples as they stand, and would otherwise wait behind a whole label run."""
+    if window.project is None or not window.classes or not window.progress.isHidden():
+        return False
+    return any(card.example_paths for card in window.classes_panel.cards.values())
+
+
+def ask_target(window: Any) -> tuple[str, bool, bool] | None:
+    """(path, bundle, replace) from a save dialog, or None when cancelled."""
+    stem = Path(window.project.path).stem
+    path, chosen = QFileDialog.getSaveFileName(window, "Export model", str(Path.home() / f"{stem}.onnx"),
+                                               f"{ONNX_FILTER};;{BUNDLE_FILTER}")
+    if not path:
+        return None
+    chosen_path = Path(path)
+    bundle = chosen == BUNDLE_FILTER or chosen_path.suffix.lower() == ".zip"
+    target = _with_suffix(chosen_path, bundle)
+    if target == chosen_path:
+        return str(target), bundle, target.exists()  # the dialog asked before returning an existing file
+    if target.exists():  # the name the dialog checked is not the one that will be written
+        answer = QMessageBox.question(window, "Export model", f"{target} already exists. Replace it?")
+        if answer != QMessageBox.StandardButton.Yes:
+            return None
+        return str(target), bundle, True
+    return str(target), bundle, False
+
+
+def _with_suffix(path: Path, bundle: bool) -> Path:
+    # The engine's rule for bundles (a .onnx name becomes .zip), so the dialog checks the
+    # file that is really written.
+    if bundle:
+        return path if path.suffix.lower() == ".zip" else (path.with_suffix(".zip") if path.suffix
+                                                           else path.with_name(path.name + ".zip"))
+    return path if path.suffix.lower() == ".onnx" else path.with_name(path.name + ".onnx")
+
+
+def parity_text(diff: float) -> str:
+    if diff == 0:
+        return "gives the same probabilities as PyTorch"
+    mantissa, exponent = f"{diff:.0e}".split("e")
+    return f"matches PyTorch within {mantissa}e{int(exponent)}"
+
+
+def export_model(window: Any, path: str | None = None, bundle: bool = False, force: bool = False) -> None:
+    """Export with the window's current model; ``path`` given skips the dialog (tests,
+    scripts), and then ``force`` says whether an existing file may be replaced."""
+    if window.project is None:
+        return
+    if path is None:
+        target = ask_target(window)
+        if target is None:
+            return
+        path, bundle, force = target
+    spec = window.model_spec
+
+    def done(report: Any) -> None:
+        n = len(report.classes)
+        what = "Bundle" if report.bundle else "Model"
+        text = (f"{what} exported to {report.path}: {n} class{'es' if n != 1 else ''}, "
+                f"{parity_text(report.parity_max_abs_diff)}")
+        details = (f"Classes: {', '.join(report.classes)}\n"
+                   f"Model: {report.model} ({report.method})\n"
+                   f"Checked with onnxruntime ({report.provider}) on {report.parity_images} example images: "
+                   f"largest probability difference {report.parity_max_abs_diff:.3g}\n"
+                   f"Took {report.seconds:.1f} s")
+        window.last_model_export = report
+        window.notify(text, details)
+
+    def started(job_id: int, _name: str, _quick: bool) -> None:
+        # The engine's export has no cancel point (it takes seconds): a Cancel that
+        # answered "cancelling" and then did nothing would mislead.
+        if job_id == export_job:
+            window.progress.cancel.setEnabled(False)
+            window.act_cancel.setEnabled(False)
+
+    def finished(_result: Any = None) -> None:
+        window.worker.started_job.disconnect(started)
+        window.progress.cancel.setEnabled(True)
+
+    window.worker.started_job.connect(started)
+    export_job = window.submit(f"Exporting model to {Path(path).name}",
+                               lambda ctx, h: jobs.export_model(ctx, h, path, spec, bundle, force),
+                               done=lambda report: (finished(), done(report)),
+                               failed=lambda message: (finished(), window.show_error(message)))

@@ -1,0 +1,46 @@
+"""Helpers the GUI tests share: real drop events, and waiting until the window has
+finished every job and read it started."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent
+from PySide6.QtWidgets import QApplication
+
+WAIT = 120_000
+
+
+def send_drop(widget, mime: QMimeData, pos: QPoint | None = None,
+              action: Qt.DropAction = Qt.DropAction.CopyAction) -> tuple[bool, bool]:
+    """What a drag ending on ``widget`` at ``pos`` does: drag-enter, drag-move, then drop
+    (only when the enter was accepted, as Qt does). Returns (enter accepted, drop accepted)."""
+    pos = pos if pos is not None else widget.rect().center()
+    enter = QDragEnterEvent(pos, action, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, enter)
+    if not enter.isAccepted():
+        return False, False
+    move = QDragMoveEvent(pos, action, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, move)
+    drop = QDropEvent(QPointF(pos), action, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, drop)
+    return True, drop.isAccepted()
+
+
+def drop_files(widget, paths: list[Path]) -> None:
+    """What the file manager does: drag-enter, then drop, with file URLs."""
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    entered, dropped = send_drop(widget, mime)
+    assert entered and dropped
+
+
+def wait_idle(qtbot, window, timeout: int = WAIT) -> None:
+    def settled() -> bool:
+        return (window.worker.pending() == 0 and window.reader.pending() == 0 and not window.progress.isVisible()
+                and not window._snapshot_pending
+                # A hidden grid (review mode) re-reads its stale pages only once shown again.
+                and not (window.results_model.loading and window.grid.isVisible()))
+    qtbot.waitUntil(settled, timeout=timeout)
+    qtbot.wait(30)  # results queued as signals arrive
+    qtbot.waitUntil(settled, timeout=timeout)
