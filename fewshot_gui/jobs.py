@@ -17,8 +17,8 @@ log = logging.getLogger(__name__)
 def start_engine(ctx: EngineContext, h: JobHandle) -> str:
     # Importing torch creates some 300,000 objects, and full garbage collections
     # triggered along the way (each walking all of them, holding the GIL) froze the
-    # window for 0.2-0.6 s three times at start-up. Nothing it makes is garbage; the
-    # worker then keeps all of it out of later collections (worker.py, gc.freeze).
+    # window for 0.2-0.6 s three times at start-up. Nothing it makes is garbage, and all
+    # of it is then kept out of later collections (see worker._freeze_imported).
     gc.disable()
     try:
         from engine.runtime import describe_device, pick_device, tune_cpu_allocator
@@ -29,6 +29,9 @@ def start_engine(ctx: EngineContext, h: JobHandle) -> str:
         import engine.labeling.labeler  # noqa: F401
         import engine.labeling.store  # noqa: F401
     finally:
+        # Frozen before collections resume: with them off, every new object piled up in
+        # the youngest generation, and its first collection would walk them all (1 s).
+        gc.freeze()
         gc.enable()
     return ctx.device_text
 

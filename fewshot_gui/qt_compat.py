@@ -42,7 +42,10 @@ def guard() -> None:
     global applied
     if applied or sys.version_info >= (3, 12) or sys.implementation.name != "cpython":
         return
-    if not drops_references():
+    try:
+        if not drops_references():
+            return
+    except ImportError:  # no PySide6 (platform_check.py runs before the virtualenv exists)
         return
     import PySide6
     if hasattr(sys, "gettotalrefcount"):  # a debug build lays objects out differently: do not poke at it

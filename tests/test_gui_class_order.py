@@ -4,7 +4,6 @@ the number keys following it, and card drags never mistaken for example drops.""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -22,7 +22,7 @@ CHARACTERS = ("Angelic/character01", "Angelic/character02", "Angelic/character03
 N_EXAMPLES = 3
 # Other characters, labeled along with the three classes: enough images that the
 # labeling run lasts long enough for the stall measurement to mean something.
-N_DISTRACTORS = 300
+N_DISTRACTORS = 1940  # with the 60 drawings of the three classes: 2,000 images labeled
 
 
 @pytest.fixture(scope="module")

@@ -197,3 +197,12 @@ def test_platform_check_names_the_packages_to_install(monkeypatch, capsys):
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     assert platform_check.main([]) == 1
     assert "No display found" in capsys.readouterr().err
+
+
+def test_platform_check_runs_without_the_virtualenv():
+    """.ci/run asks it for the package list with the system Python, before PySide6 is
+    installed anywhere: -S leaves site-packages (and so PySide6) out."""
+    out = subprocess.run([sys.executable, "-S", "-m", "fewshot_gui.platform_check", "--packages"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "libxcb-cursor0" in out.stdout.split()
