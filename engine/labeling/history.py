@@ -123,28 +123,23 @@ class History:
 
     def undo(self, apply: ApplyFn) -> tuple[str, list[Change]] | None:
         """Apply the last entry's "before" states; returns its description and changes."""
-        row = self._conn.execute(
-            "SELECT id, description, changes FROM history WHERE undone = 0 ORDER BY id DESC LIMIT 1").fetchone()
-        if row is None:
-            return None
-        changes = _decode(row[2])
-        for change in reversed(changes):
-            apply(change, change.before)
-        self._conn.execute("UPDATE history SET undone = 1 WHERE id = ?", (row[0],))
-        self._replayed(row[0], "undo", changes)
-        return row[1], changes
+        return self._replay(apply, forward=False)
 
     def redo(self, apply: ApplyFn) -> tuple[str, list[Change]] | None:
         """Apply the first undone entry's "after" states; returns its description and changes."""
+        return self._replay(apply, forward=True)
+
+    def _replay(self, apply: ApplyFn, forward: bool) -> tuple[str, list[Change]] | None:
         row = self._conn.execute(
-            "SELECT id, description, changes FROM history WHERE undone = 1 ORDER BY id LIMIT 1").fetchone()
+            "SELECT id, description, changes FROM history WHERE undone = ? ORDER BY id "
+            + ("LIMIT 1" if forward else "DESC LIMIT 1"), (1 if forward else 0,)).fetchone()
         if row is None:
             return None
         changes = _decode(row[2])
-        for change in changes:
-            apply(change, change.after)
-        self._conn.execute("UPDATE history SET undone = 0 WHERE id = ?", (row[0],))
-        self._replayed(row[0], "redo", changes)
+        for change in (changes if forward else reversed(changes)):  # undo unwinds last change first
+            apply(change, change.after if forward else change.before)
+        self._conn.execute("UPDATE history SET undone = ? WHERE id = ?", (0 if forward else 1, row[0]))
+        self._replayed(row[0], "redo" if forward else "undo", changes)
         return row[1], changes
 
     def next_undo(self) -> str | None:

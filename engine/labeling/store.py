@@ -28,7 +28,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -468,17 +468,16 @@ class Project:
     @_locked
     def undo(self) -> str | None:
         """Undo the last label or example action; returns its description, or None."""
-        with self._tx():
-            done = self._history.undo(self._apply)
-            if done is not None:
-                self._refresh({c.image_id for c in done[1]})
-        return done[0] if done else None
+        return self._step(self._history.undo)
 
     @_locked
     def redo(self) -> str | None:
         """Redo the last undone action; returns its description, or None."""
+        return self._step(self._history.redo)
+
+    def _step(self, step: Callable[[Any], tuple[str, list[Change]] | None]) -> str | None:
         with self._tx():
-            done = self._history.redo(self._apply)
+            done = step(self._apply)
             if done is not None:
                 self._refresh({c.image_id for c in done[1]})
         return done[0] if done else None
