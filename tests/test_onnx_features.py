@@ -132,3 +132,8 @@ def test_other_settings_give_other_cache_rows(mobilenet):
     a = load_model(str(mobilenet), preprocessing=IMAGENET)
     b = load_model(str(mobilenet), preprocessing=Preprocessing(size=(224, 224), channels=3, resize="stretch"))
     assert a.backbone_id != b.backbone_id
+
+
+def test_a_missing_file_without_settings_says_not_found(tmp_path):
+    with pytest.raises(ModelInputError, match="not found"):
+        load_model(str(tmp_path / "gone.onnx"))

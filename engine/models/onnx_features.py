@@ -14,6 +14,7 @@ user config folder.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -55,6 +56,13 @@ class FeatureModel:
 
 
 def file_digest(path: Path) -> str:
+    """sha256 of the file; loading a model asks for it three times (cache, settings, id)."""
+    st = Path(path).stat()
+    return _digest(str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, _mtime_ns: int, _size: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -88,6 +96,8 @@ def remember_preprocessing(path: str | Path, prep: Preprocessing) -> None:
 
 
 def remembered_preprocessing(path: str | Path) -> Preprocessing | None:
+    if not Path(path).is_file():
+        return None  # the caller's next step (loading the file) says what is wrong with the path
     entry = _read_config().get(file_digest(Path(path)))
     return Preprocessing.from_dict(entry["preprocessing"]) if entry else None
 
