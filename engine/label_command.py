@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import FewShotError
+from engine.paths import check_new_output
 
 if TYPE_CHECKING:
     # Importing anything under engine.labeling loads torch (through the store's scanner);
@@ -101,10 +102,7 @@ def check_inputs(args: argparse.Namespace) -> Inputs:
         raise FewShotError(f"--images {images} {what}; give the folder of images to label")
     export_csv = Path(args.export_csv) if args.export_csv else None
     if export_csv is not None:
-        if export_csv.exists():
-            raise FewShotError(f"--export-csv {export_csv} already exists; choose another file name or remove it")
-        if not export_csv.absolute().parent.is_dir():
-            raise FewShotError(f"--export-csv: folder {export_csv.absolute().parent} does not exist; create it first")
+        check_new_output(export_csv, "--export-csv")
     export_folder = Path(args.export_folder) if args.export_folder else None
     if args.link is not None and export_folder is None:
         raise FewShotError("--link only applies to --export-folder; give --export-folder DIR too")

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, TextIO
 import numpy as np
 
 from engine.errors import FewShotError, ImageDecodeError, ModelInputError
+from engine.paths import check_new_output
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -215,7 +216,7 @@ def _num(value: float) -> str:
 
 def run_predict(args: argparse.Namespace) -> int:
     """The whole command; returns the exit status (bad input raises FewShotError)."""
-    from engine.export.labels import _write_file  # atomic, never overwrites (torch-free)
+    from engine.export.labels import write_file  # atomic, never overwrites (torch-free)
 
     if args.batch_size < 1:
         raise FewShotError(f"--batch-size must be at least 1 (got {args.batch_size})")
@@ -223,10 +224,7 @@ def run_predict(args: argparse.Namespace) -> int:
         raise FewShotError(f"--threads must be at least 1 (got {args.threads})")
     csv_path = Path(args.csv) if args.csv else None
     if csv_path is not None:
-        if csv_path.exists():
-            raise FewShotError(f"--csv {csv_path} already exists; choose another file name or remove it")
-        if not csv_path.absolute().parent.is_dir():
-            raise FewShotError(f"--csv: folder {csv_path.absolute().parent} does not exist; create it first")
+        check_new_output(csv_path, "--csv")
     t0 = time.perf_counter()
     session, provider, contract, prep = open_model(args.model, threads=args.threads, prefer_gpu=not args.cpu)
     print(f"onnxruntime provider: {provider}", file=sys.stderr)
@@ -245,7 +243,7 @@ def run_predict(args: argparse.Namespace) -> int:
             bar.close()
     result.seconds = time.perf_counter() - t0
     if csv_path is not None:
-        _write_file(csv_path, False, lambda fh: write_csv(fh, result))
+        write_file(csv_path, False, lambda fh: write_csv(fh, result))
     if args.json:
         out = result.to_dict()
         out["csv"] = str(csv_path) if csv_path is not None else None

@@ -68,7 +68,7 @@ def export_csv(project: "Project", path: str | Path, overwrite: bool = False) ->
                           *(_num(probs.get(c.name)) for c in classes)])
             count += 1
 
-    target = _write_file(Path(path), overwrite, write)
+    target = write_file(Path(path), overwrite, write)
     log.info("exported %d images to %s", count, target)
     return ExportReport(count, [], target)
 
@@ -86,7 +86,7 @@ def export_json(project: "Project", path: str | Path, overwrite: bool = False) -
                    "images": images}, fh, ensure_ascii=False, indent=1)
         fh.write("\n")
 
-    target = _write_file(Path(path), overwrite, write)
+    target = write_file(Path(path), overwrite, write)
     log.info("exported %d images to %s", len(images), target)
     return ExportReport(len(images), [], target)
 
@@ -179,7 +179,7 @@ def _num(value: float | None) -> str:
     return "" if value is None else format(value, ".6g")
 
 
-def _write_file(path: Path, overwrite: bool, write: Callable[[TextIO], None]) -> Path:
+def write_file(path: Path, overwrite: bool, write: Callable[[TextIO], None]) -> Path:
     path = path.absolute()
     if path.is_dir():
         raise ExportError(f"{path} is a folder; give a file name to export to")
@@ -187,13 +187,13 @@ def _write_file(path: Path, overwrite: bool, write: Callable[[TextIO], None]) ->
         raise ExportError(f"{path} already exists; choose another file name, or allow overwriting it")
     if not path.parent.is_dir():
         raise ExportError(f"folder {path.parent} does not exist; create it first or choose another place")
-    tmp = _temp_beside(path)
+    tmp = temp_beside(path)
     try:
         with open(tmp, "x", newline="", encoding="utf-8") as fh:
             write(fh)
         if overwrite:
             os.replace(tmp, path)
-        elif not _publish(tmp, path):
+        elif not publish(tmp, path):
             raise ExportError(f"{path} was created by something else during the export; choose another file name")
     except OSError as e:
         raise ExportError(f"cannot write {path} ({e.strerror or e}); check the disk and its free space") from None
@@ -215,10 +215,10 @@ def _place(src: Path, dst: Path, link: str) -> str | None:
         elif link == "symlink":
             os.symlink(src.absolute(), dst)
         else:
-            tmp = _temp_beside(dst)
+            tmp = temp_beside(dst)
             try:
                 shutil.copy2(src, tmp)
-                if not _publish(tmp, dst):
+                if not publish(tmp, dst):
                     return "a file with this name already exists there; it was not overwritten"
             finally:
                 tmp.unlink(missing_ok=True)
@@ -233,12 +233,12 @@ def _place(src: Path, dst: Path, link: str) -> str | None:
     return None
 
 
-def _temp_beside(path: Path) -> Path:
+def temp_beside(path: Path) -> Path:
     # Hidden, in the same folder (so the final link or rename stays on one disk).
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
 
 
-def _publish(tmp: Path, dst: Path) -> bool:
+def publish(tmp: Path, dst: Path) -> bool:
     """Move a finished temp file to ``dst`` unless ``dst`` exists (then False).
     A hard link is the atomic "create if absent"; disks without hard links fall back
     to check-then-rename."""

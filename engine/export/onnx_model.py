@@ -35,7 +35,7 @@ import torch
 
 from engine.errors import ExportError, ImageDecodeError
 from engine.export.bundle import write_bundle
-from engine.export.labels import _publish, _temp_beside
+from engine.export.labels import publish, temp_beside
 
 if TYPE_CHECKING:
     import onnx
@@ -295,7 +295,7 @@ def check_parity(model_bytes: bytes, model: "LoadedModel", task: "AdaptedTask",
 def write_output(target: Path, force: bool, model_bytes: bytes, class_names: list[str],
                  preprocessing: dict[str, Any], metadata: dict[str, str], bundle: bool) -> None:
     """Write beside ``target`` and rename into place at the end (never a half file)."""
-    tmp = _temp_beside(target)
+    tmp = temp_beside(target)
     try:
         if bundle:
             write_bundle(tmp, model_bytes, class_names, preprocessing, metadata)
@@ -306,7 +306,7 @@ def write_output(target: Path, force: bool, model_bytes: bytes, class_names: lis
                 os.fsync(fh.fileno())
         if force:
             os.replace(tmp, target)
-        elif not _publish(tmp, target):
+        elif not publish(tmp, target):
             raise ExportError(f"{target} was created by something else during the export; choose another name, "
                               "or pass --force to replace it")
     except OSError as e:
