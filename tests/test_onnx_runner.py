@@ -129,6 +129,31 @@ def test_both_backends_label_a_project_alike(model, characters, tmp_path):
         assert cls == other_cls and abs(conf - other_conf) < 1e-4, path
 
 
+def test_pytorch_keeps_one_thread_while_onnxruntime_runs_the_backbone(model, characters, tmp_path, monkeypatch):
+    # PyTorch only scores batches then; its idle threads would spin on the cores the
+    # forward streams use. Its thread count comes back after the run.
+    seen = []
+    call = OnnxBackboneRunner.__call__
+
+    def recording(self, pixels):
+        seen.append(torch.get_num_threads())
+        return call(self, pixels)
+
+    monkeypatch.setattr(OnnxBackboneRunner, "__call__", recording)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with Project.create(tmp_path / "p.fewshot") as p:
+            for name, files in characters.items():
+                p.add_examples(p.add_class(name.replace("/", " ")), files[:1])
+            p.add_images([f for fs in characters.values() for f in fs[1:]])
+            Labeler(p, model, backend="onnxruntime").label()
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_label_command_reports_the_backend(characters, tmp_path):
     examples = tmp_path / "examples"
     for name, files in characters.items():
