@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import engine.labeling.onnx_runner as onnx_runner
+from engine.labeling import backend_choice
 from engine.data.transforms import load_uint8
 from engine.errors import FewShotError
 from engine.labeling.embedder import BackboneRunner
@@ -71,16 +72,40 @@ def test_choose_runner(model, monkeypatch):
     assert isinstance(choose_runner(model, backend="onnxruntime"), OnnxBackboneRunner)
     with pytest.raises(FewShotError, match="unknown backend"):
         choose_runner(model, backend="tensorrt")
-    # auto measures both once per process and backbone, and keeps the faster
+    # auto measures both once per machine and backbone, and keeps the faster
+    stored = backend_choice.choice_file(onnx_backbone_path(model))
+    stored.unlink(missing_ok=True)
     monkeypatch.setattr(onnx_runner, "_choices", {})
     speeds = {"torch": 100.0, "onnxruntime": 300.0}
-    monkeypatch.setattr(onnx_runner, "_throughput", lambda r, _p, repeats=2: speeds[r.backend])
+    measured = []
+
+    def throughput(runner, _pixels, repeats=2):
+        measured.append(runner.backend)
+        return speeds[runner.backend]
+
+    monkeypatch.setattr(onnx_runner, "_throughput", throughput)
     assert isinstance(choose_runner(model), OnnxBackboneRunner)
+    assert sorted(measured) == ["onnxruntime", "torch"]
     speeds["onnxruntime"] = 10.0
     assert isinstance(choose_runner(model), OnnxBackboneRunner), "the choice is measured once per process"
+    monkeypatch.setattr(onnx_runner, "_choices", {})  # a new process on the same machine: read from disk
+    assert isinstance(choose_runner(model), OnnxBackboneRunner) and len(measured) == 2
+    entry = next(iter(json.loads(stored.read_text()).values()))
+    assert entry["backend"] == "onnxruntime" and entry["images_per_s"] == {"torch": 100.0, "onnxruntime": 300.0}
+
+    # Another machine (or other library versions) measures again.
     monkeypatch.setattr(onnx_runner, "_choices", {})
+    monkeypatch.setattr(backend_choice, "machine_fingerprint", lambda: "another machine")
     speeds["onnxruntime"] = 102.0  # within timing noise: PyTorch stays
-    assert isinstance(choose_runner(model), BackboneRunner)
+    assert isinstance(choose_runner(model), BackboneRunner) and len(measured) == 4
+    assert len(json.loads(stored.read_text())) == 2, "each machine keeps its own answer"
+
+    # A damaged file is ignored and rewritten.
+    stored.write_text("{not json")
+    monkeypatch.setattr(onnx_runner, "_choices", {})
+    assert isinstance(choose_runner(model), BackboneRunner) and len(measured) == 6
+    assert json.loads(stored.read_text())["another machine|" + f"{torch.get_num_threads()} threads|batch 256"]
+    stored.unlink()  # the speeds above are made up: later tests measure the real ones
 
 
 def test_a_failed_export_falls_back_to_pytorch(model, monkeypatch, tmp_path):

@@ -4,7 +4,7 @@ On a CPU, onnxruntime runs some backbones much faster than PyTorch eager (it
 fuses batch norm and activations into the convolutions and plans memory once).
 The backbone is exported once per set of weights to the user cache
 (``$FEWSHOT_CACHE_DIR/onnx``), checked against PyTorch on the way, and the
-faster of the two backends is measured once per process and backbone
+faster of the two backends is measured once per machine and backbone
 (:func:`choose_runner`): which one wins depends on the model and the machine
 (docs/PERFORMANCE.md).
 
@@ -34,6 +34,7 @@ from torch import Tensor
 from engine.data.cache import default_cache_dir
 from engine.data.pixels import normalize_array
 from engine.errors import FewShotError
+from engine.labeling import backend_choice
 from engine.labeling.embedder import BackboneRunner, default_batch_size, model_device
 
 if TYPE_CHECKING:
@@ -213,7 +214,8 @@ def _throughput(runner: Any, pixels: Tensor, repeats: int = 2) -> float:
 
 def choose_runner(model: "LoadedModel", batch_size: int | None = None, backend: str = "auto") -> Any:
     """The runner labeling uses: PyTorch, onnxruntime, or (``auto``) the faster on this
-    machine, measured once per process and backbone. A GPU model keeps PyTorch."""
+    machine, measured once per machine and backbone (kept beside the export, see
+    :mod:`engine.labeling.backend_choice`). A GPU model keeps PyTorch."""
     if backend not in BACKENDS:
         raise FewShotError(f"unknown backend '{backend}'; use one of {', '.join(BACKENDS)}")
     from engine.models.onnx_features import OnnxFeatures
@@ -235,8 +237,11 @@ def choose_runner(model: "LoadedModel", batch_size: int | None = None, backend: 
         return ort_runner
     # The file name holds the weights key: hashing the weights again (16 MB for Lite0) is not needed.
     key = (ort_runner.path.stem, torch.get_num_threads(), torch_runner.batch_size)
+    stored_key = f"{key[1]} threads|batch {key[2]}"
     with _lock:
         choice = _choices.get(key)
+    if choice is None:
+        choice = backend_choice.recall(ort_runner.path, stored_key)
     if choice is None:
         prep = model.preprocessing
         pixels = torch.randint(0, 256, (torch_runner.batch_size, prep.channels, *prep.size), dtype=torch.uint8)
@@ -245,8 +250,9 @@ def choose_runner(model: "LoadedModel", batch_size: int | None = None, backend: 
         choice = "onnxruntime" if speed_ort > MIN_SPEEDUP * speed_torch else "torch"
         log.info("backbone %s: PyTorch %.0f images/s, onnxruntime %.0f: labeling with %s", model.name,
                  speed_torch, speed_ort, choice)
-        with _lock:
-            _choices[key] = choice
+        backend_choice.remember(ort_runner.path, stored_key, choice, {"torch": speed_torch, "onnxruntime": speed_ort})
+    with _lock:
+        _choices[key] = choice
     for r in (torch_runner, ort_runner):
         r.cpu_s, r.images = 0.0, 0
     return ort_runner if choice == "onnxruntime" else torch_runner
