@@ -155,6 +155,24 @@ def test_every_way_of_sharing_the_cores_caches_the_same_embeddings(tmp_path, cha
         assert torch.allclose(torch.from_numpy(z), BackboneRunner(omniglot_model)(pixels), atol=1e-4)
 
 
+def test_a_first_run_measures_its_plan_while_running_a_stream_per_core(tmp_path, characters, omniglot_model,
+                                                                         monkeypatch):
+    monkeypatch.setattr(embedder_mod, "_PLANS", {})
+    threads = torch.get_num_threads()
+    seen_threads = set()
+    runner = BackboneRunner(omniglot_model, batch_size=8)
+    call = runner._run
+    runner._run = lambda pixels: (seen_threads.add(torch.get_num_threads()), call(pixels))[1]
+    with new_project(tmp_path, characters) as project:
+        items = [ImageItem(int(i), str(p), str(h)) for i, p, h in project.images_to_embed(omniglot_model.backbone_id)]
+        report = embed_items(project, omniglot_model, items, runner=runner)
+        assert report.embedded == len(items)
+    assert torch.get_num_threads() == threads
+    # No batch ran with every thread while measuring: PyTorch never had more than the plan gives it.
+    assert report.plan is not None and seen_threads <= {1, report.plan.torch_threads}
+    assert list(embedder_mod._PLANS.values()) == [report.plan], "the measured plan is kept for later runs"
+
+
 def test_progress_meter_reports_rate_and_eta():
     now = [0.0]
     seen = []
@@ -206,17 +224,18 @@ def test_cancel_keeps_finished_batches_and_the_next_run_resumes(tmp_path, charac
             if p.stage == "labeling" and p.done >= 32:
                 cancel.cancel()
         first = Labeler(project, omniglot_model, batch_size=16).label(stop_after_two_batches, cancel)
-        assert first.cancelled and first.embedded == WAY + 32
-        assert len(project.predicted_image_ids(first.model_id)) == WAY + 32
+        # The batches the other forward streams (one per core) were running when the cancel came are kept too.
+        assert first.cancelled and WAY + 32 <= first.embedded <= WAY + 32 + 16 * (torch.get_num_threads() - 1)
+        assert len(project.predicted_image_ids(first.model_id)) == first.embedded
         cached, _ = project.get_embeddings(omniglot_model.backbone_id)
-        assert len(cached) == WAY + 32
+        assert len(cached) == first.embedded
         cached_paths = {r.path for r in project.iter_images() if r.hash in set(cached)}
         assert cached_paths <= set(decoded)
         decoded.clear()
 
         second = Labeler(project, omniglot_model, batch_size=16).label()
         assert not second.cancelled and second.model_id == first.model_id
-        assert second.embedded == WAY * 20 - WAY - 32 and second.from_cache == 0
+        assert second.embedded == WAY * 20 - first.embedded and second.from_cache == 0
         assert not cached_paths & set(decoded), "an image embedded before the cancel was decoded again"
         assert project.count(status="unlabeled") == 0
 

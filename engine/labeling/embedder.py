@@ -7,7 +7,7 @@ while it computes, so threads are enough; processes would have to import torch
 again and copy every batch between them.
 
 On a CPU, decoding and the forward pass share the cores, and how to share them
-depends on what each costs (measured on the run's second batch, see
+depends on what each costs (measured on the first batches of a process's first run, see
 :class:`RunPlan`). PyTorch splits each op evenly over its threads and waits
 for the slowest, so a decode thread that preempts one of them stalls them all.
 When decoding is a small part of the work (EfficientNet-Lite0 on photos: a
@@ -349,9 +349,9 @@ def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageI
 
     ``on_batch(items, embeddings)`` runs after each batch is committed (the labeler
     predicts there, while the batch is still in memory). ``plan`` fixes how the
-    cores are used; by default it is chosen from the costs measured on the second
-    batch of the first run of this backbone in the process, and reused by later
-    runs (with an explicit ``workers``, the run keeps one stream). PyTorch's
+    cores are used; by default it is chosen from the costs measured during the
+    first run of this backbone in the process, and reused by later runs (with an
+    explicit ``workers``, the run keeps one stream). PyTorch's
     process-wide thread count follows the plan during the run and is restored
     after it: run one labeling job at a time.
     """
@@ -377,6 +377,8 @@ def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageI
     n_streams = 1
     in_flight: deque[tuple[DecodedBatch, Future | None]] = deque()
     marks: tuple[float, int, float, int] | None = None
+    committed = 0
+    provisional: RunPlan | None = None  # the plan a CPU run measures with, until it has its own
 
     def apply(p: RunPlan) -> ThreadPoolExecutor | None:
         nonlocal n_streams
@@ -390,7 +392,17 @@ def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageI
         runner.batch_size = max(1, forward_batch // p.streams)
         return ThreadPoolExecutor(p.streams, thread_name_prefix="forward") if p.streams > 1 else None
 
+    def replan(p: RunPlan) -> None:
+        nonlocal streams
+        if p == provisional and streams is not None:
+            return  # already running this way
+        if streams is not None:
+            streams.shutdown(wait=False)  # its batches in flight still finish and commit in order
+        streams = apply(p)
+
     def commit(batch: DecodedBatch, z: Future | None) -> None:
+        nonlocal committed
+        committed += 1
         if batch.failures:
             project.mark_errors([(item.image_id, reason) for item, reason in batch.failures])
             report.failed.extend((item.image_id, item.path, reason) for item, reason in batch.failures)
@@ -410,11 +422,17 @@ def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageI
             torch.set_num_threads(1)
         if plan is not None:
             streams = apply(plan)
+        elif on_cpu and workers is None:
+            # Measure while running a stream per core and one decode thread, the plan most
+            # runs end up with: each thread's CPU time is then its own work (no partner
+            # to spin for), and the run does not go slower while it measures.
+            provisional = RunPlan(1, 1, torch_threads)
+            streams = apply(provisional)
         else:
-            # Measure the second batch (the first pays for warm-up) with one decode thread
-            # and one PyTorch thread: each thread's CPU time is then its own work, not time
-            # spent spinning for a preempted partner.
+            # A GPU: measure the second batch (the first pays for warm-up) with one decode thread.
             decoder.workers = 1
+        # Batches committed before the costs are read: each stream's first pays for warm-up.
+        warm = n_streams
         for batch in decoder.batches(items, cancel):
             z = None
             if batch.items:
@@ -422,19 +440,22 @@ def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageI
             in_flight.append((batch, z))
             while len(in_flight) >= n_streams:
                 commit(*in_flight.popleft())
-            if plan is not None or workers is not None or not batch.items:
+            if plan is not None or workers is not None or committed < warm:
                 continue
             if marks is None:
                 marks = (decoder.cpu_s, decoder.decoded, runner.cpu_s, runner.images)
-                runner.set_threads(1)
+                if provisional is None:
+                    runner.set_threads(1)
                 continue
+            if runner.images - marks[3] < warm * forward_batch // 2:
+                continue  # too few images since the marks to measure
             decode_cpu = (decoder.cpu_s - marks[0]) / max(1, decoder.decoded - marks[1])
             forward_cpu = (runner.cpu_s - marks[2]) / max(1, runner.images - marks[3])
             plan = RunPlan.plan(torch_threads if on_cpu else available_cores(), decode_cpu, forward_cpu, on_cpu,
                                 max_decode, prefer_streams=runner.prefers_streams)
             log.debug("decode %.3f ms/img, forward %.3f ms/img: %s", 1e3 * decode_cpu, 1e3 * forward_cpu, plan)
             _PLANS[plan_key] = plan
-            streams = apply(plan)
+            replan(plan)
         while in_flight:
             commit(*in_flight.popleft())
     finally:
@@ -448,7 +469,7 @@ def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageI
     report.cancelled = cancel is not None and cancel.cancelled and report.embedded + len(report.failed) < len(items)
     report.seconds = time.perf_counter() - t0
     report.batch_size = runner.batch_size
-    report.plan = plan
+    report.plan = plan if plan is not None else provisional
     return report
 
 
