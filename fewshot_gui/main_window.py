@@ -91,6 +91,9 @@ class ProgressArea(QWidget):
         self.setVisible(False)
 
     def show_progress(self, stage: str, done: int, total: int, rate: float, eta: float | None) -> None:
+        if total == 0:  # a step with nothing to count (preparing onnxruntime): busy, with its name
+            self.busy(f"{stage[:1].upper()}{stage[1:]}\u2026")
+            return
         self.setVisible(True)
         self.bar.setMaximum(max(total, 1))
         self.bar.setValue(min(done, max(total, 1)))

@@ -62,3 +62,14 @@ def test_start_page_menus_and_settings(qtbot, tmp_path):
     qtbot.addWidget(again)
     assert again.height() == 600  # (the width is held at the window's minimum on this small screen)
     again.close()
+
+
+def test_progress_area_shows_a_step_with_nothing_to_count_as_busy(qtbot):
+    from fewshot_gui.main_window import ProgressArea
+    area = ProgressArea()
+    qtbot.addWidget(area)
+    area.show_progress("labeling", 32, 196, 50.0, 3.0)
+    assert area.bar.maximum() == 196 and area.bar.value() == 32 and area.text.text().startswith("Labeling")
+    area.show_progress("preparing onnxruntime: timing it against PyTorch (once per machine)", 0, 0, 0.0, None)
+    assert area.bar.maximum() == 0, "an indeterminate bar, not 0 / 0"
+    assert area.text.text() == "Preparing onnxruntime: timing it against PyTorch (once per machine)\u2026"

@@ -30,7 +30,7 @@ from engine.data.transforms import normalize
 from engine.errors import FewShotError
 from engine.labeling.embedder import BackboneRunner, BatchDecoder, ImageItem, RunPlan, embed_items, items_to_embed
 from engine.labeling.onnx_runner import OnnxBackboneRunner, choose_runner
-from engine.labeling.progress import CancelToken, ProgressCallback, ProgressMeter
+from engine.labeling.progress import CancelToken, Progress, ProgressCallback, ProgressMeter
 from engine.labeling.scoring import CachedScorer, EmbeddingTable, PredictionArrays
 from engine.methods.base import Predictor
 
@@ -260,7 +260,7 @@ class Labeler:
                              PredictionArrays.from_prediction(p), task.class_ids)
                 summary.predicted += len(batch)
 
-            report = embed_items(self.project, self.model, items, runner=self._backbone(), progress=progress,
+            report = embed_items(self.project, self.model, items, runner=self._backbone(progress), progress=progress,
                                  cancel=cancel, on_batch=predict_batch, workers=self.workers, plan=self.plan,
                                  stage="labeling")
             summary.embedded += report.embedded
@@ -273,7 +273,7 @@ class Labeler:
     def _embed_examples(self, progress: ProgressCallback | None, cancel: CancelToken | None):
         example_ids = {image_id for image_id, _ in self.project.examples()}
         items = [it for it in items_to_embed(self.project, self.model, example_ids) if it.image_id in example_ids]
-        return embed_items(self.project, self.model, items, runner=self._backbone(), progress=progress,
+        return embed_items(self.project, self.model, items, runner=self._backbone(progress), progress=progress,
                            cancel=cancel, workers=self.workers, stage="embedding examples")
 
     # ------------------------------------------------------------------ methods that adapt the backbone
@@ -282,7 +282,7 @@ class Labeler:
         records = [r for r in self.project.iter_images() if r.error is None and r.hash is not None]
         by_id = {r.id: r for r in records}
         pairs = [(image_id, cid) for image_id, cid in self.project.examples() if image_id in by_id]
-        runner = self._backbone()
+        runner = self._backbone(progress)
         decoder = BatchDecoder(self.model.preprocessing, runner.batch_size, self.workers)
         support = [ImageItem(i, by_id[i].path, str(by_id[i].hash)) for i, _ in pairs]
         class_of = dict(pairs)
@@ -339,10 +339,14 @@ class Labeler:
             log.warning("classes without a usable example are left out until they get one: %s", ", ".join(skipped))
         return class_ids, skipped
 
-    def _backbone(self) -> BackboneRunner | OnnxBackboneRunner:
+    def _backbone(self, progress: ProgressCallback | None = None) -> BackboneRunner | OnnxBackboneRunner:
         if self._runner is None:
+            def notify(text: str) -> None:
+                # A stage with nothing to count: the app shows it as busy, the CLI prints it.
+                if progress is not None:
+                    progress(Progress(text, 0, 0, 0.0, None, 0.0))
             # Methods that adapt the backbone run it in PyTorch (they need its weights' gradients).
-            self._runner = (choose_runner(self.model, self.batch_size, self.backend) if self.head_only
+            self._runner = (choose_runner(self.model, self.batch_size, self.backend, notify) if self.head_only
                             else BackboneRunner(self.model, self.batch_size))
         return self._runner
 

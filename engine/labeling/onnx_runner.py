@@ -24,6 +24,7 @@ import os
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -143,13 +144,18 @@ def weights_key(model: "LoadedModel") -> str:
     return h.hexdigest()[:32]
 
 
-def onnx_backbone_path(model: "LoadedModel") -> Path:
-    """The exported backbone in the user cache, exported now if it is not there yet."""
-    folder = default_cache_dir() / "onnx"
-    path = folder / f"backbone-{weights_key(model)}.onnx"
+def exported_backbone_file(model: "LoadedModel") -> Path:
+    """Where the backbone's export lives in the user cache (it may not exist yet)."""
+    return default_cache_dir() / "onnx" / f"backbone-{weights_key(model)}.onnx"
+
+
+def onnx_backbone_path(model: "LoadedModel", path: Path | None = None) -> Path:
+    """The exported backbone in the user cache, exported now if it is not there yet
+    (``path``: :func:`exported_backbone_file`, when the caller has it already)."""
+    path = path or exported_backbone_file(model)
     if path.exists():
         return path
-    folder.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     export_backbone(model, path)
     return path
 
@@ -212,10 +218,14 @@ def _throughput(runner: Any, pixels: Tensor, repeats: int = 2) -> float:
     return pixels.shape[0] / best
 
 
-def choose_runner(model: "LoadedModel", batch_size: int | None = None, backend: str = "auto") -> Any:
+def choose_runner(model: "LoadedModel", batch_size: int | None = None, backend: str = "auto",
+                  notify: Callable[[str], None] | None = None) -> Any:
     """The runner labeling uses: PyTorch, onnxruntime, or (``auto``) the faster on this
     machine, measured once per machine and backbone (kept beside the export, see
-    :mod:`engine.labeling.backend_choice`). A GPU model keeps PyTorch."""
+    :mod:`engine.labeling.backend_choice`). A GPU model keeps PyTorch.
+
+    ``notify(text)`` is told before each slow first-time step (exporting: seconds
+    for a big backbone; timing both backends), so a user is not left waiting in silence."""
     if backend not in BACKENDS:
         raise FewShotError(f"unknown backend '{backend}'; use one of {', '.join(BACKENDS)}")
     from engine.models.onnx_features import OnnxFeatures
@@ -227,7 +237,10 @@ def choose_runner(model: "LoadedModel", batch_size: int | None = None, backend: 
     if model_device(model).type != "cpu":
         raise FewShotError("the onnxruntime backend labels on the CPU; load the model on the CPU or use the torch backend")
     try:
-        ort_runner = OnnxBackboneRunner(model, onnx_backbone_path(model), batch_size)
+        target = exported_backbone_file(model)
+        if notify is not None and not target.exists():
+            notify("preparing onnxruntime: exporting the backbone (once per model)")
+        ort_runner = OnnxBackboneRunner(model, onnx_backbone_path(model, target), batch_size)
     except Exception as e:  # noqa: BLE001 - any export trouble: PyTorch labels as before
         if backend == "onnxruntime":
             raise FewShotError(f"cannot run this model's backbone in onnxruntime ({e}); use --backend torch") from e
@@ -243,6 +256,8 @@ def choose_runner(model: "LoadedModel", batch_size: int | None = None, backend: 
     if choice is None:
         choice = backend_choice.recall(ort_runner.path, stored_key)
     if choice is None:
+        if notify is not None:
+            notify("preparing onnxruntime: timing it against PyTorch (once per machine)")
         prep = model.preprocessing
         pixels = torch.randint(0, 256, (torch_runner.batch_size, prep.channels, *prep.size), dtype=torch.uint8)
         speed_torch = _throughput(torch_runner, pixels)
