@@ -12,7 +12,8 @@ onnxruntime (``ort``), each as one stream with every thread (``thr``) or one
 single-threaded stream per core (``str``). ``label`` runs with the backend the
 labeler's ``auto`` picks (named in the table); ``naive`` is a loop that decodes a batch and then runs it;
 "decoding alone" is the decode threads with no forward pass at all (a ceiling for
-any pipeline). Each variant runs ``--repeats`` times, interleaved, and the best run
+any pipeline). "onnxruntime forward on one core" is the other way to read the
+limit: the forward pass with one core, as if decoding had the others. Each variant runs ``--repeats`` times, interleaved, and the best run
 counts (other load on a shared machine only ever slows a run down); the first
 ``label`` run of the process, which measures the costs to choose how to share the
 cores, is shown too.
@@ -115,12 +116,12 @@ def make_runner(model: LoadedModel, batch: int, backend: str):
 
 
 def bare_forward(model: LoadedModel, pixels: torch.Tensor, batch: int, streams: int = 1,
-                 backend: str = "torch") -> float:
+                 backend: str = "torch", threads: int | None = None) -> float:
     """Images/s of the backbone alone on pre-decoded uint8 tensors (normalise + forward):
-    one stream with every thread, or ``streams`` single-threaded streams."""
+    one stream with every thread (or ``threads``), or ``streams`` single-threaded streams."""
     runner = make_runner(model, batch, backend)
     batches = [pixels[start:start + batch] for start in range(0, len(pixels), batch)]
-    threads = torch.get_num_threads()
+    threads = threads or torch.get_num_threads()
     if streams == 1:
         runner.set_threads(threads)
         runner(batches[0])  # warm-up: first-call allocations and kernel selection
@@ -190,7 +191,8 @@ def bench_folder(tmp: Path, name: str, spec: str, folder: Path, files: list[Path
     pixels = torch.stack([load_uint8(f, model.preprocessing) for f in files])
     threads = torch.get_num_threads()
     results: dict[str, list[float]] = {key: [] for key in (
-        "bare_threads", "bare_streams", "bare_ort_threads", "bare_ort_streams", "decode_1", "decode_all", "naive",
+        "bare_threads", "bare_streams", "bare_ort_threads", "bare_ort_streams", "bare_ort_1", "decode_1", "decode_all",
+        "naive",
         "label")}
     # What "auto" labels with (measured once per process), and the fixed plans and the naive loop with it.
     backend = choose_runner(model).backend
@@ -205,6 +207,7 @@ def bench_folder(tmp: Path, name: str, spec: str, folder: Path, files: list[Path
         results["bare_streams"].append(bare_forward(model, pixels, batch, streams=threads))
         results["bare_ort_threads"].append(bare_forward(model, pixels, batch, backend="onnxruntime"))
         results["bare_ort_streams"].append(bare_forward(model, pixels, batch, streams=threads, backend="onnxruntime"))
+        results["bare_ort_1"].append(bare_forward(model, pixels, batch, backend="onnxruntime", threads=1))
         results["decode_1"].append(decode_only(model, files, batch, 1))
         results["decode_all"].append(decode_only(model, files, batch, threads))
         results["naive"].append(naive_loop(model, files, batch, backend))
@@ -220,6 +223,7 @@ def bench_folder(tmp: Path, name: str, spec: str, folder: Path, files: list[Path
     return {"set": name, "model": spec, "backend": backend, "images": len(files), "batch": batch, "scan_s": scan_s, **best,
             "label_first": results["label"][0], "first_vs_limit": results["label"][0] / best["limit"],
             "label_vs_limit": best["label"] / best["limit"], "naive_vs_limit": best["naive"] / best["limit"],
+            "label_vs_one_core": best["label"] / best["bare_ort_1"],
             "plans": sorted(plans), "all": results}
 
 
@@ -345,6 +349,8 @@ def main() -> None:
                       f"the costs): {r['label_first']:.0f} images/s ({r['first_vs_limit']:.2f} of the limit)")
                 print(f"          decoding alone: {r['decode_1']:.0f} images/s on 1 thread, {r['decode_all']:.0f} "
                       f"on {torch.get_num_threads()}")
+                print(f"          onnxruntime forward on one core: {r['bare_ort_1']:.0f} images/s; label is "
+                      f"{r['label_vs_one_core']:.2f} of it (the limit if decoding had the other cores)")
                 for key in ("label_overlap", "label_between", "label_streams", "label_split"):
                     if key in r:
                         print(f"          {key}: {r[key]:.0f} images/s ({r[key] / r['limit']:.2f} of the limit)")
