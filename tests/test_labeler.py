@@ -173,6 +173,23 @@ def test_a_first_run_measures_its_plan_while_running_a_stream_per_core(tmp_path,
     assert list(embedder_mod._PLANS.values()) == [report.plan], "the measured plan is kept for later runs"
 
 
+def test_an_explicit_number_of_decode_workers_is_kept(tmp_path, characters, omniglot_model, monkeypatch):
+    pools = []
+    real_pool = embedder_mod.ThreadPoolExecutor
+
+    def recording(max_workers, thread_name_prefix="", **kw):
+        pools.append((thread_name_prefix, max_workers))
+        return real_pool(max_workers, thread_name_prefix=thread_name_prefix, **kw)
+
+    monkeypatch.setattr(embedder_mod, "ThreadPoolExecutor", recording)
+    with new_project(tmp_path, characters) as project:
+        items = [ImageItem(int(i), str(p), str(h)) for i, p, h in project.images_to_embed(omniglot_model.backbone_id)]
+        report = embed_items(project, omniglot_model, items, runner=BackboneRunner(omniglot_model, batch_size=8),
+                             workers=3)
+        assert report.embedded == len(items)
+    assert pools == [("decode", 3)]
+
+
 def test_progress_meter_reports_rate_and_eta():
     now = [0.0]
     seen = []
@@ -224,8 +241,9 @@ def test_cancel_keeps_finished_batches_and_the_next_run_resumes(tmp_path, charac
             if p.stage == "labeling" and p.done >= 32:
                 cancel.cancel()
         first = Labeler(project, omniglot_model, batch_size=16).label(stop_after_two_batches, cancel)
-        # The batches the other forward streams (one per core) were running when the cancel came are kept too.
-        assert first.cancelled and WAY + 32 <= first.embedded <= WAY + 32 + 16 * (torch.get_num_threads() - 1)
+        # The batch the other forward stream was running when the cancel came is kept too.
+        streams = min(torch.get_num_threads(), embedder_mod.MEASURING_STREAMS)
+        assert first.cancelled and WAY + 32 <= first.embedded <= WAY + 32 + 16 * (streams - 1)
         assert len(project.predicted_image_ids(first.model_id)) == first.embedded
         cached, _ = project.get_embeddings(omniglot_model.backbone_id)
         assert len(cached) == first.embedded

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -62,6 +63,8 @@ MAX_DECODE_WORKERS = 4
 # image); on a GPU they are what fills the device.
 SMALL_INPUT_PIXELS = 64 * 64 * 3
 CPU_BATCH = {"small": 256, "large": 32}
+# Forward streams while a first run measures its costs (see embed_items).
+MEASURING_STREAMS = 2
 GPU_BATCH = {"small": 1024, "large": 128}
 
 
@@ -272,6 +275,7 @@ class BackboneRunner:
         self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
         self.cpu_s = 0.0
         self.images = 0
+        self.count_lock = threading.Lock()  # forward streams add to the two counts at once
         if self.channels_last:
             model.learner.to(memory_format=torch.channels_last)
 
@@ -299,9 +303,11 @@ class BackboneRunner:
             return self._run(pixels)
         finally:
             # PyTorch splits each op evenly over its threads, so this thread's CPU time
-            # times their number estimates the whole cost. (Only read while one stream runs.)
-            self.cpu_s += (time.thread_time() - cpu0) * (threads if self.device.type == "cpu" else 1)
-            self.images += pixels.shape[0]
+            # times their number estimates the whole cost.
+            cpu = (time.thread_time() - cpu0) * (threads if self.device.type == "cpu" else 1)
+            with self.count_lock:
+                self.cpu_s += cpu
+                self.images += pixels.shape[0]
 
     def _run(self, pixels: Tensor) -> Tensor:
         out: list[Tensor] = []
@@ -379,6 +385,7 @@ def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageI
     marks: tuple[float, int, float, int] | None = None
     committed = 0
     provisional: RunPlan | None = None  # the plan a CPU run measures with, until it has its own
+    retired: list[ThreadPoolExecutor] = []  # stream pools a new plan replaced
 
     def apply(p: RunPlan) -> ThreadPoolExecutor | None:
         nonlocal n_streams
@@ -397,7 +404,7 @@ def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageI
         if p == provisional and streams is not None:
             return  # already running this way
         if streams is not None:
-            streams.shutdown(wait=False)  # its batches in flight still finish and commit in order
+            retired.append(streams)  # its batches in flight still finish and commit in order
         streams = apply(p)
 
     def commit(batch: DecodedBatch, z: Future | None) -> None:
@@ -423,12 +430,13 @@ def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageI
         if plan is not None:
             streams = apply(plan)
         elif on_cpu and workers is None:
-            # Measure while running a stream per core and one decode thread, the plan most
-            # runs end up with: each thread's CPU time is then its own work (no partner
-            # to spin for), and the run does not go slower while it measures.
-            provisional = RunPlan(1, 1, torch_threads)
+            # Measure while running single-threaded streams (two at most) and one decode
+            # thread: each thread's CPU time is then its own work (no partner to spin for),
+            # and on two cores it is the plan most runs keep, so the run does not slow
+            # down while it measures.
+            provisional = RunPlan(1, 1, min(torch_threads, MEASURING_STREAMS))
             streams = apply(provisional)
-        else:
+        elif workers is None:
             # A GPU: measure the second batch (the first pays for warm-up) with one decode thread.
             decoder.workers = 1
         # Batches committed before the costs are read: each stream's first pays for warm-up.
@@ -447,8 +455,8 @@ def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageI
                 if provisional is None:
                     runner.set_threads(1)
                 continue
-            if runner.images - marks[3] < warm * forward_batch // 2:
-                continue  # too few images since the marks to measure
+            if runner.images - marks[3] < forward_batch:
+                continue  # not a whole batch measured since the marks yet
             decode_cpu = (decoder.cpu_s - marks[0]) / max(1, decoder.decoded - marks[1])
             forward_cpu = (runner.cpu_s - marks[2]) / max(1, runner.images - marks[3])
             plan = RunPlan.plan(torch_threads if on_cpu else available_cores(), decode_cpu, forward_cpu, on_cpu,
@@ -459,6 +467,8 @@ def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageI
         while in_flight:
             commit(*in_flight.popleft())
     finally:
+        for pool in retired:  # normally idle already: every batch they ran was committed
+            pool.shutdown(wait=True, cancel_futures=True)
         if streams is not None:
             streams.shutdown(wait=True, cancel_futures=True)
             # Back to whole batches, unless out-of-memory halved the pieces meanwhile.

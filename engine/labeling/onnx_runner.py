@@ -77,6 +77,7 @@ class OnnxBackboneRunner:
         self.threads = torch.get_num_threads()
         self.cpu_s = 0.0
         self.images = 0
+        self.count_lock = threading.Lock()  # forward streams add to the two counts at once
         self.provider = ""
         self._sessions: dict[int, Any] = {}
         self._input = ""
@@ -110,8 +111,10 @@ class OnnxBackboneRunner:
             return torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))
         finally:
             # As for PyTorch: the calling thread does one share of each op's work.
-            self.cpu_s += (time.thread_time() - cpu0) * threads
-            self.images += pixels.shape[0]
+            cpu = (time.thread_time() - cpu0) * threads
+            with self.count_lock:
+                self.cpu_s += cpu
+                self.images += pixels.shape[0]
 
 
 _sessions: dict[tuple[str, int], tuple[Any, str]] = {}
