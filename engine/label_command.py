@@ -152,11 +152,13 @@ class ProgressBars:
         bar.update(done - bar.n)
 
     def label(self, p: "Progress") -> None:
-        if p.total == 0:  # a step with nothing to count (preparing onnxruntime): say what it is
+        if p.busy:  # a step with nothing to count (preparing onnxruntime): say what it is
             if self.enabled and p.stage != self._stage:
                 self.close()
                 self._stage = p.stage
                 print(f"{p.stage}\u2026", file=sys.stderr, flush=True)
+            return
+        if p.total == 0:  # a stage with no work this time
             return
         bar = self._switch(p.stage, p.total, "img")
         bar.update(p.done - bar.n)

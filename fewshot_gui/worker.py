@@ -70,7 +70,10 @@ class JobHandle:
     _last_emit: float = field(default=0.0)
 
     def progress(self, p: Any) -> None:
-        """An engine progress callback (takes a ``Progress`` snapshot)."""
+        """An engine progress callback (takes a ``Progress`` snapshot). A stage with no
+        work is not shown; a busy step (nothing to count) goes out with total 0."""
+        if not p.total and not getattr(p, "busy", False):
+            return
         self.report(getattr(p, "stage", self.job.name), int(p.done), int(p.total),
                     float(getattr(p, "images_per_s", 0.0) or 0.0), getattr(p, "eta_s", None))
 

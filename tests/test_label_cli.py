@@ -133,3 +133,16 @@ def test_existing_export_file_is_refused_before_labeling(data, tmp_path, capsys)
     assert taken.read_text() == "keep me" and not p.exists()
     assert label("--project", str(p), "--examples", str(examples), "--images", str(images), "--link", "copy") == 2
     assert "--export-folder" in _error_line(capsys)
+
+
+def test_progress_bars_print_a_busy_step_once_and_nothing_for_an_empty_stage(capsys):
+    from engine.label_command import ProgressBars
+    from engine.labeling.progress import Progress
+    bars = ProgressBars(enabled=True)
+    bars.label(Progress("predicting from cache", 0, 0, 0.0, None, 0.0))  # no work at all: silent
+    step = "preparing onnxruntime: timing it against PyTorch (once per machine)"
+    bars.label(Progress(step, 0, 0, 0.0, None, 0.0, busy=True))
+    bars.label(Progress(step, 0, 0, 0.0, None, 0.0, busy=True))
+    bars.close()
+    err = capsys.readouterr().err
+    assert err == step + "\u2026\n"

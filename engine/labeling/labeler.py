@@ -342,9 +342,9 @@ class Labeler:
     def _backbone(self, progress: ProgressCallback | None = None) -> BackboneRunner | OnnxBackboneRunner:
         if self._runner is None:
             def notify(text: str) -> None:
-                # A stage with nothing to count: the app shows it as busy, the CLI prints it.
+                # A step with nothing to count: the app shows it as busy, the CLI prints it.
                 if progress is not None:
-                    progress(Progress(text, 0, 0, 0.0, None, 0.0))
+                    progress(Progress(text, 0, 0, 0.0, None, 0.0, busy=True))
             # Methods that adapt the backbone run it in PyTorch (they need its weights' gradients).
             self._runner = (choose_runner(self.model, self.batch_size, self.backend, notify) if self.head_only
                             else BackboneRunner(self.model, self.batch_size))

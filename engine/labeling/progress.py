@@ -4,7 +4,8 @@ The GUI runs these jobs in a worker thread and the CLI in the main thread;
 both hand in a callback that receives :class:`Progress` snapshots and a
 :class:`CancelToken` they may trip from anywhere (a button, a signal handler).
 Jobs check the token between batches, so a cancel keeps every batch already
-committed and costs at most one batch of extra work.
+committed and costs at most the batches already in the forward pass (one per
+forward stream).
 """
 from __future__ import annotations
 
@@ -21,7 +22,11 @@ RATE_SMOOTHING = 0.3
 
 @dataclass(frozen=True)
 class Progress:
-    """One snapshot: ``done`` of ``total`` images in ``stage`` ("embedding", "predicting")."""
+    """One snapshot: ``done`` of ``total`` images in ``stage`` ("embedding", "predicting").
+
+    ``busy``: a step with nothing to count (preparing onnxruntime the first time),
+    to be shown by its name; a stage with ``total`` 0 and not busy has no work at all.
+    """
 
     stage: str
     done: int
@@ -29,6 +34,7 @@ class Progress:
     images_per_s: float
     eta_s: float | None
     elapsed_s: float
+    busy: bool = False
 
     @property
     def fraction(self) -> float:
