@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import engine.labeling.embedder as embedder_mod
+import engine.data.decode_worker as decode_worker_mod
 from engine.labeling.labeler import Labeler
 from engine.labeling.store import Project
 from engine.model_store import load_model
@@ -87,8 +87,8 @@ def test_sigkill_mid_run_loses_nothing_and_the_next_run_resumes(tmp_path, monkey
     assert len(after_hashes) < usable, "the run had finished: nothing to resume"
 
     decoded: list[str] = []
-    real_decode = embedder_mod.decode_into
-    monkeypatch.setattr(embedder_mod, "decode_into",
+    real_decode = decode_worker_mod.decode_into
+    monkeypatch.setattr(decode_worker_mod, "decode_into",
                         lambda path, prep, out: (decoded.append(path), real_decode(path, prep, out)))
     with Project.open(db) as project:  # the killed process's lock went with it
         for image_id, class_id in human.items():

@@ -9,11 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
+import engine.data.decode_worker as decode_worker_mod
 import engine.labeling.embedder as embedder_mod
+from engine.data.pixels import decode_into
 from engine.data.preprocessing import Preprocessing
 from engine.data.transforms import load_uint8
 from engine.errors import FewShotError
-from engine.labeling.embedder import (BackboneRunner, BatchDecoder, ImageItem, RunPlan, decode_into, embed_items,
+from engine.labeling.embedder import (BackboneRunner, BatchDecoder, ImageItem, RunPlan, embed_items,
                                       embed_missing)
 from engine.labeling.labeler import Labeler, label_project, refresh_predictions
 from engine.labeling.progress import CancelToken, ProgressMeter
@@ -231,8 +233,8 @@ def test_label_project_labels_every_image_from_one_example(tmp_path, characters,
 
 def test_cancel_keeps_finished_batches_and_the_next_run_resumes(tmp_path, characters, omniglot_model, monkeypatch):
     decoded: list[str] = []
-    real_decode = embedder_mod.decode_into
-    monkeypatch.setattr(embedder_mod, "decode_into", lambda path, prep, out: (decoded.append(path),
+    real_decode = decode_worker_mod.decode_into
+    monkeypatch.setattr(decode_worker_mod, "decode_into", lambda path, prep, out: (decoded.append(path),
                                                                                real_decode(path, prep, out)))
     with new_project(tmp_path, characters) as project:
         cancel = CancelToken()
@@ -267,7 +269,7 @@ def test_refresh_after_a_new_example_reads_only_the_cache(tmp_path, characters, 
 
         def no_decoding(*args, **kwargs):
             raise AssertionError("refresh decoded an image")
-        monkeypatch.setattr(embedder_mod, "decode_into", no_decoding)
+        monkeypatch.setattr(decode_worker_mod, "decode_into", no_decoding)
         key, files = next(iter(characters.items()))
         cls = project.class_by_name(key.replace("/", " "))
         new_example = next(r for r in project.iter_images() if r.path == str(files[5]))

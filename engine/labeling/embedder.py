@@ -3,8 +3,10 @@
 Three stages: worker threads decode batches of images, the backbone runs on
 them, and the calling thread writes each finished batch's embeddings in one
 transaction. Pillow releases the GIL while it decodes and resizes, and PyTorch
-while it computes, so threads are enough; processes would have to import torch
-again and copy every batch between them.
+while it computes, so on a CPU threads are enough (worker processes measured no
+faster there). With the backbone on a GPU decoding is all the CPU does, and
+Pillow's Python half holds the GIL: there each decode thread hands its slice to
+a worker process (torch-free, :mod:`engine.data.decode_procs`), one per spare core.
 
 On a CPU, decoding and the forward pass share the cores, and how to share them
 depends on what each costs (measured on the first batches of a process's first run, see
@@ -40,7 +42,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engine.data.pixels import check_preprocessing, decode_into
+from engine.data.decode_procs import decode_rows_anywhere, processes_enabled, shared_pool
+from engine.data.pixels import check_preprocessing
 from engine.data.preprocessing import Preprocessing
 from engine.data.transforms import normalize
 from engine.errors import ImageDecodeError
@@ -121,24 +124,6 @@ def default_batch_size(prep: Preprocessing, device: torch.device) -> int:
     return (GPU_BATCH if device.type == "cuda" else CPU_BATCH)[size]
 
 
-def _decode_rows(items: Sequence[ImageItem], prep: Preprocessing, buf: np.ndarray
-                 ) -> tuple[list[str | None], float]:
-    """Decode ``items`` into consecutive rows of ``buf``: per item None or the reason it
-    failed, and the CPU time this thread spent."""
-    cpu0 = time.thread_time()
-    reasons: list[str | None] = []
-    for item, row in zip(items, buf):
-        try:
-            decode_into(item.path, prep, row)
-            reasons.append(None)
-        except ImageDecodeError as e:
-            reasons.append(e.reason)
-        except Exception as e:  # noqa: BLE001 - one odd file must never end a run of thousands
-            log.exception("unexpected failure decoding %s", item.path)
-            reasons.append(f"could not be decoded ({type(e).__name__}: {e}); re-save it as PNG or JPEG")
-    return reasons, time.thread_time() - cpu0
-
-
 class BatchDecoder:
     """Decodes a list of images into uint8 batches in a thread pool, ahead of the consumer.
 
@@ -146,10 +131,17 @@ class BatchDecoder:
     ahead: from the moment a batch is handed over (``eager``, overlapping the
     consumer's work) or only once the consumer asks for the next one. All three
     may change between batches. ``cpu_s``/``decoded`` add up the decode cost.
+
+    ``processes``: each thread hands its slice to a decode worker process and waits
+    (:mod:`engine.data.decode_procs`), so decoding scales past the GIL. Worth it
+    where decoding is the bottleneck and cores are spare: a GPU forward pass
+    (H100 host, 16 cores: 8,200 Omniglot PNGs/s in threads at best, 87,000 in 15
+    processes; docs/PERFORMANCE.md). On a 2-core CPU run it measured no better
+    than threads.
     """
 
     def __init__(self, prep: Preprocessing, batch_size: int, workers: int | None = None,
-                 prefetch: int = PREFETCH_BATCHES):
+                 prefetch: int = PREFETCH_BATCHES, processes: bool = False):
         check_preprocessing(prep)
         self.prep = prep
         self.batch_size = max(1, batch_size)
@@ -158,6 +150,18 @@ class BatchDecoder:
         self.eager = True
         self.cpu_s = 0.0
         self.decoded = 0
+        self.processes = processes and processes_enabled()
+
+    def start_processes(self, count: int) -> None:
+        """Start ``count`` worker processes now (they load while the caller does other
+        work); falls back to decoding in threads when they cannot start."""
+        if not self.processes:
+            return
+        try:
+            shared_pool().ensure(count)
+        except OSError as e:
+            log.warning("decode worker processes could not start (%s); decoding in threads", e)
+            self.processes = False
 
     def batches(self, items: Sequence[ImageItem], cancel: CancelToken | None = None) -> Iterator[DecodedBatch]:
         """Yield the items in batches of ``batch_size``; stops early (between batches) on cancel."""
@@ -176,13 +180,15 @@ class BatchDecoder:
                 if pools:
                     pools[-1][1].shutdown(wait=False)
                 pools.append((self.workers, ThreadPoolExecutor(self.workers, thread_name_prefix="decode")))
+                self.start_processes(self.workers)
             pool = pools[-1][1]
             chunk = list(items[start:start + self.batch_size])
             buf = np.empty((len(chunk), c, h, w), dtype=np.uint8)
             # A few slices per worker, not one task per image: a future costs about
             # as much as decoding a 28 px character.
             step = max(1, -(-len(chunk) // (self.workers * 2)))
-            tasks = [pool.submit(_decode_rows, chunk[s:s + step], self.prep, buf[s:s + step])
+            tasks = [pool.submit(decode_rows_anywhere, [item.path for item in chunk[s:s + step]], self.prep,
+                                 buf[s:s + step], self.processes)
                      for s in range(0, len(chunk), step)]
             pending.append((chunk, buf, tasks))
             return True
@@ -375,10 +381,14 @@ def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageI
     plan_key = (model.backbone_id, runner.backend, str(runner.device), torch_threads, runner.batch_size)
     if plan is None and workers is None:
         plan = _PLANS.get(plan_key)
-    decoder = BatchDecoder(model.preprocessing, runner.batch_size,
-                           workers if workers is not None else (plan.decode_workers if plan else None))
-    max_decode = decoder.workers
     on_cpu = runner.device.type == "cpu"
+    # With a GPU forward, decoding is the work: worker processes, one per spare core.
+    processes = not on_cpu and processes_enabled() and available_cores() > 1
+    default_workers = available_cores() - 1 if processes else None
+    decoder = BatchDecoder(model.preprocessing, runner.batch_size,
+                           workers if workers is not None else (plan.decode_workers if plan else default_workers),
+                           processes=processes)
+    max_decode = decoder.workers
     streams: ThreadPoolExecutor | None = None
     n_streams = 1
     in_flight: deque[tuple[DecodedBatch, Future | None]] = deque()
