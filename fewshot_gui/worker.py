@@ -35,7 +35,11 @@ log = logging.getLogger(__name__)
 # Progress reaches the main thread at most this often: a label run of 20,000
 # small images reports thousands of batches, and each signal costs a repaint.
 PROGRESS_INTERVAL_S = 0.1
-WORKER_NICE = 5
+# The engine thread and every thread it starts (decoding, forward streams) run at
+# this nice value. At 5 the window still stalled over 100 ms in about a third of the
+# workflow test's runs on 2 cores once labeling ran two forward streams and a decode
+# thread from its first batch; at 10, 1 run in 22.
+WORKER_NICE = 10
 
 
 @dataclass
