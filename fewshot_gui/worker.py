@@ -36,9 +36,8 @@ log = logging.getLogger(__name__)
 # small images reports thousands of batches, and each signal costs a repaint.
 PROGRESS_INTERVAL_S = 0.1
 # The engine thread and every thread it starts (decoding, forward streams) run at
-# this nice value. At 5 the window still stalled over 100 ms in about a third of the
-# workflow test's runs on 2 cores once labeling ran two forward streams and a decode
-# thread from its first batch; at 10, 1 run in 22.
+# this nice value. At 5 the window stalled over 100 ms, runnable but not scheduled,
+# in 5 of 15 runs of the workflow test on 2 cores (late in session 3); at 10, in 1 of 22.
 WORKER_NICE = 10
 
 
