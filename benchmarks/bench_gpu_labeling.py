@@ -33,7 +33,7 @@ tune_cpu_allocator()
 
 import torch  # noqa: E402
 
-from bench_labeling import extract_omniglot, generate_photos, make_project  # noqa: E402
+from bench_labeling import extract_omniglot, first_of_each_character, generate_photos, make_project  # noqa: E402
 from engine.data.decode_procs import processes_enabled  # noqa: E402
 from engine.data.transforms import load_uint8  # noqa: E402
 from engine.labeling.embedder import BackboneRunner, BatchDecoder, ImageItem, available_cores  # noqa: E402
@@ -128,10 +128,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         if args.omniglot:
             files = extract_omniglot(tmp / "omniglot", args.omniglot)
-            by_char: dict[str, list[Path]] = {}
-            for f in files:
-                by_char.setdefault(f.parent.name, []).append(f)
-            examples = {c: fs[:1] for c, fs in list(by_char.items())[:5]}
+            examples = first_of_each_character(files)
             rows.append(bench(tmp, "omniglot", "omniglot", tmp / "omniglot", files, examples, args.device,
                               args.repeats, not args.no_cpu))
             print(json.dumps(rows[-1]), flush=True)

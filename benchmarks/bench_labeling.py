@@ -82,6 +82,14 @@ def extract_omniglot(dest: Path, count: int) -> list[Path]:
     return out
 
 
+def first_of_each_character(files: list[Path], classes: int = 5) -> dict[str, list[Path]]:
+    """The examples the folder benchmarks label with: the first drawing of each of the first characters."""
+    by_char: dict[str, list[Path]] = {}
+    for f in files:
+        by_char.setdefault(f.parent.name, []).append(f)
+    return {c: fs[:1] for c, fs in list(by_char.items())[:classes]}
+
+
 def generate_photos(dest: Path, count: int, seed: int = 0) -> list[Path]:
     """640x480 JPEGs with photo-like content (smooth shapes, texture, noise), quality 90."""
     rng = np.random.default_rng(seed)
@@ -325,10 +333,7 @@ def main() -> None:
             rows = []
             if args.omniglot:
                 files = extract_omniglot(tmp / "omniglot", args.omniglot)
-                by_char: dict[str, list[Path]] = {}
-                for f in files:
-                    by_char.setdefault(f.parent.name, []).append(f)
-                examples = {c: fs[:1] for c, fs in list(by_char.items())[:5]}
+                examples = first_of_each_character(files)
                 rows.append(bench_folder(tmp, "omniglot", "omniglot", tmp / "omniglot", files, examples, args.repeats,
                                         args.fixed_plans))
             if args.photos:
