@@ -33,34 +33,14 @@ tune_cpu_allocator()
 
 import torch  # noqa: E402
 
-from bench_labeling import extract_omniglot, first_of_each_character, generate_photos, make_project  # noqa: E402
+from bench_labeling import (bare_forward, decode_only, extract_omniglot, first_of_each_character,  # noqa: E402
+                            generate_photos, make_project)
 from engine.data.decode_procs import processes_enabled  # noqa: E402
 from engine.data.transforms import load_uint8  # noqa: E402
-from engine.labeling.embedder import BackboneRunner, BatchDecoder, ImageItem, available_cores  # noqa: E402
+from engine.labeling.embedder import BackboneRunner, available_cores  # noqa: E402
 from engine.labeling.labeler import Labeler  # noqa: E402
 from engine.labeling.store import Project  # noqa: E402
 from engine.model_store import load_model  # noqa: E402
-
-
-def bare_forward(model, pixels: torch.Tensor, batch: int) -> float:
-    runner = BackboneRunner(model, batch)
-    runner(pixels[:batch])  # warm-up: kernels, cuDNN's choice of algorithms
-    sync = torch.cuda.synchronize if runner.device.type == "cuda" else (lambda: None)
-    sync()
-    t0 = time.perf_counter()
-    for k in range(0, len(pixels), batch):
-        runner(pixels[k:k + batch])
-    sync()
-    return len(pixels) / (time.perf_counter() - t0)
-
-
-def decode_only(prep, files: list[Path], batch: int, workers: int, processes: bool = False) -> float:
-    decoder = BatchDecoder(prep, batch, workers, processes=processes)
-    items = [ImageItem(i, str(f), str(i)) for i, f in enumerate(files)]
-    t0 = time.perf_counter()
-    for _ in decoder.batches(items):
-        pass
-    return len(files) / (time.perf_counter() - t0)
 
 
 def label(model, template: Path, work: Path) -> tuple[float, str, dict[str, tuple[int, float]]]:
@@ -89,10 +69,10 @@ def bench(tmp: Path, name: str, spec: str, folder: Path, files: list[Path], exam
     row: dict = {"set": name, "device": str(device), "images": len(files), "batch": batch, "cores": cores}
     row["limit"] = max(bare_forward(model, pixels, batch) for _ in range(repeats))
     # untimed: starts the worker processes, as a process's first labeling run does
-    decode_only(model.preprocessing, files[:4 * cores], 4, cores, processes=processes_enabled())
+    decode_only(model, files[:4 * cores], 4, cores, processes=processes_enabled())
     for workers in sorted({1, 4, max(1, cores - 1)}):
         for kind in ("thr", "proc") if processes_enabled() else ("thr",):
-            row[f"decode_{workers}_{kind}"] = max(decode_only(model.preprocessing, files, batch, workers,
+            row[f"decode_{workers}_{kind}"] = max(decode_only(model, files, batch, workers,
                                                               processes=kind == "proc") for _ in range(repeats))
     runs = [label(model, template, tmp / f"{name}-run.fewshot") for _ in range(repeats)]
     row["label_first"] = runs[0][0]

@@ -149,10 +149,10 @@ def bare_forward(model: LoadedModel, pixels: torch.Tensor, batch: int, streams: 
         torch.set_num_threads(threads)
 
 
-def decode_only(model: LoadedModel, files: list[Path], batch: int, workers: int) -> float:
-    """Images/s of decoding alone (no forward pass) with ``workers`` threads: a ceiling
-    for any pipeline on these cores."""
-    decoder = BatchDecoder(model.preprocessing, batch, workers)
+def decode_only(model: LoadedModel, files: list[Path], batch: int, workers: int, processes: bool = False) -> float:
+    """Images/s of decoding alone (no forward pass) with ``workers`` threads (each handing
+    its work to a worker process with ``processes``): a ceiling for any pipeline on these cores."""
+    decoder = BatchDecoder(model.preprocessing, batch, workers, processes=processes)
     items = [ImageItem(i, str(f), str(i)) for i, f in enumerate(files)]
     t0 = time.perf_counter()
     for _ in decoder.batches(items):
