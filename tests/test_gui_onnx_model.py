@@ -14,19 +14,18 @@ from labeling_data import extract_omniglot
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import QDialogButtonBox, QFileDialog
 
+from data_fixtures import SHARED, require_shared
 from fewshot_gui.export_model import export_model
 from fewshot_gui.main_window import MainWindow
 from fewshot_gui.model_picker import ONNX_FILTER, RECENT_KEY
 
-ROOT = Path(__file__).resolve().parents[1]
-ONNX = (ROOT.parent / "shared" / "models" / "mobilenetv2-12-int8.onnx").resolve()
+ONNX = SHARED / "models" / "mobilenetv2-12-int8.onnx"  # FEWSHOT_SHARED, as CI sets it
 LOAD_WAIT = 60_000
 
 
 @pytest.fixture
 def window(qtbot, tmp_path, monkeypatch):
-    if not ONNX.is_file():
-        pytest.fail(f"shared model missing: {ONNX}")
+    require_shared(ONNX)
     # What the engine remembers about ONNX files, and the rewritten graphs, stay in this test.
     monkeypatch.setenv("FEWSHOT_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("FEWSHOT_CACHE_DIR", str(tmp_path / "cache"))
