@@ -99,12 +99,13 @@ class DecodePool:
             if self._closed:
                 raise RuntimeError("the decode pool is closed")
             while len(self._all) < count:
-                self._add()
+                self._idle.put(self._add())
 
     def _add(self) -> DecodeWorker:
+        """A new worker, counted in the pool (the caller holds the lock and decides
+        whether it is idle or handed out)."""
         worker = DecodeWorker()
         self._all.append(worker)
-        self._idle.put(worker)
         return worker
 
     def _replace(self, dead: DecodeWorker) -> DecodeWorker:
@@ -112,9 +113,7 @@ class DecodePool:
             dead.close()
             if dead in self._all:
                 self._all.remove(dead)
-            worker = DecodeWorker()
-            self._all.append(worker)
-            return worker
+            return self._add()
 
     def decode(self, paths: Sequence[str], prep: Preprocessing, buf: np.ndarray) -> tuple[list[str | None], float]:
         """:func:`decode_rows` in the next idle worker (one is started when none exists)."""

@@ -65,16 +65,14 @@ def read_frame(stream: BinaryIO) -> object:
 
 
 def serve(requests: BinaryIO, results: BinaryIO) -> None:
-    """Answer ``(paths, preprocessing dict, max_pixels)`` requests with
-    ``(uint8 rows as bytes, reasons, cpu seconds)`` until ``requests`` closes."""
-    preps: dict[str, Preprocessing] = {}
+    """Answer ``(paths, preprocessing dict)`` requests with ``(uint8 rows as bytes,
+    reasons, cpu seconds)`` until ``requests`` closes."""
     while True:
         try:
             paths, prep_dict = read_frame(requests)  # type: ignore[misc]
         except EOFError:
             return
-        key = repr(sorted(prep_dict.items()))
-        prep = preps.get(key) or preps.setdefault(key, Preprocessing.from_dict(prep_dict))
+        prep = Preprocessing.from_dict(prep_dict)
         buf = np.empty((len(paths), prep.channels, *prep.size), dtype=np.uint8)
         reasons, cpu = decode_rows(paths, prep, buf)
         write_frame(results, (buf.tobytes(), reasons, cpu))

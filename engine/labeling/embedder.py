@@ -46,7 +46,6 @@ from engine.data.decode_procs import decode_rows_anywhere, processes_enabled, sh
 from engine.data.pixels import check_preprocessing
 from engine.data.preprocessing import Preprocessing
 from engine.data.transforms import normalize
-from engine.errors import ImageDecodeError
 from engine.labeling.progress import CancelToken, ProgressCallback, ProgressMeter
 
 if TYPE_CHECKING:

@@ -42,7 +42,6 @@ CLEARED = "clear"  # the human label removed (class_id: the class it had, or Non
 MADE_EXAMPLE = "example"
 REMOVED_EXAMPLE = "unexample"
 CLASS_DELETED = "class_deleted"  # the image's label or example went with its class
-ACTIONS = (LABELLED, ACCEPTED, NONE_OF_THESE, CLEARED, MADE_EXAMPLE, REMOVED_EXAMPLE, CLASS_DELETED)
 
 EventSpec = tuple[int, str, "int | None"]  # image id, action, class id
 
