@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
@@ -44,3 +44,17 @@ def wait_idle(qtbot, window, timeout: int = WAIT) -> None:
     qtbot.waitUntil(settled, timeout=timeout)
     qtbot.wait(30)  # results queued as signals arrive
     qtbot.waitUntil(settled, timeout=timeout)
+
+
+def open_project_window(qtbot, tmp_path: Path, project_path: Path, size: tuple[int, int] = (1200, 800)):
+    """The main window on ``project_path``, its settings in ``tmp_path``, without the
+    engine's start-up (no model loads); returns once the project is open."""
+    from fewshot_gui.main_window import MainWindow
+    window = MainWindow(QSettings(str(tmp_path / "gui.ini"), QSettings.Format.IniFormat), start_engine=False)
+    qtbot.addWidget(window)
+    window.resize(*size)
+    window.show()
+    window.worker.start()
+    window.open_project(str(project_path))
+    qtbot.waitUntil(lambda: window.project is not None, timeout=WAIT)
+    return window

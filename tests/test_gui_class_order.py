@@ -7,9 +7,9 @@ import json
 
 import numpy as np
 import pytest
-from gui_helpers import WAIT, send_drop, wait_idle
+from gui_helpers import WAIT, open_project_window, send_drop, wait_idle
 from PIL import Image
-from PySide6.QtCore import QMimeData, QPoint, QSettings, Qt
+from PySide6.QtCore import QMimeData, QPoint, Qt
 
 from engine.labeling import PredictionRow, Project
 from fewshot_gui.class_order import CLASS_MIME, class_drag_mime, dragged_class, moved
@@ -40,12 +40,7 @@ def window(qtbot, tmp_path) -> MainWindow:
         model = p.set_model("omniglot", {})  # the window's own model: opening loads nothing
         p.write_predictions(model, [PredictionRow(i, [0.1, 0.2, 0.7], ids, 0.8 - 0.1 * k, 0.5)
                                     for k, i in enumerate(images)])
-    w = MainWindow(QSettings(str(tmp_path / "gui.ini"), QSettings.Format.IniFormat), start_engine=False)
-    qtbot.addWidget(w)
-    w.resize(1200, 800)
-    w.show()
-    w.worker.start()
-    w.open_project(str(path))
+    w = open_project_window(qtbot, tmp_path, path)
     qtbot.waitUntil(lambda: len(w.classes) == 3, timeout=WAIT)
     wait_idle(qtbot, w)
     return w

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gui_helpers import WAIT, wait_idle
+from gui_helpers import WAIT, open_project_window, wait_idle
 from PIL import Image
-from PySide6.QtCore import QPoint, QSettings, Qt
+from PySide6.QtCore import QPoint, Qt
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QApplication, QListView
 
@@ -34,13 +34,8 @@ def window(qtbot, tmp_path) -> MainWindow:
                                     for k, i in enumerate(ids[:18])])
         p.set_label(ids[0], a)
         p.set_label(ids[1], None)
-    w = MainWindow(QSettings(str(tmp_path / "gui.ini"), QSettings.Format.IniFormat), start_engine=False)
-    qtbot.addWidget(w)
-    w.resize(1200, 800)
-    w.show()
-    w.worker.start()
-    w.open_project(str(path))
-    qtbot.waitUntil(lambda: w.project is not None and w.results_model.rowCount() == 24, timeout=WAIT)
+    w = open_project_window(qtbot, tmp_path, path)
+    qtbot.waitUntil(lambda: w.results_model.rowCount() == 24, timeout=WAIT)
     w.sort_box.setCurrentIndex(w.sort_box.count() - 1)  # by name: a fixed order
     wait_idle(qtbot, w)
     model = w.results_model

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gui_helpers import WAIT, wait_idle
+from gui_helpers import WAIT, open_project_window, wait_idle
 from PIL import Image
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import Qt
 
 from engine.labeling import PredictionRow, Project
 from fewshot_gui.main_window import MainWindow
@@ -36,13 +36,7 @@ def project_path(tmp_path) -> Path:
 
 def open_window(qtbot, tmp_path, project_path) -> MainWindow:
     # No model is loaded: these decisions are confirmations, which need none.
-    window = MainWindow(QSettings(str(tmp_path / "gui.ini"), QSettings.Format.IniFormat), start_engine=False)
-    qtbot.addWidget(window)
-    window.resize(1400, 880)
-    window.show()
-    window.worker.start()
-    window.open_project(str(project_path))
-    qtbot.waitUntil(lambda: window.project is not None, timeout=WAIT)
+    window = open_project_window(qtbot, tmp_path, project_path, size=(1400, 880))
     wait_idle(qtbot, window)
     return window
 
