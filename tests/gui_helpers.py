@@ -58,3 +58,15 @@ def open_project_window(qtbot, tmp_path: Path, project_path: Path, size: tuple[i
     window.open_project(str(project_path))
     qtbot.waitUntil(lambda: window.project is not None, timeout=WAIT)
     return window
+
+
+def engine_window(qtbot, settings_path: Path, size: tuple[int, int] = (1200, 800)):
+    """The main window as the app starts it (engine and default model loaded), its
+    settings in ``settings_path``."""
+    from fewshot_gui.main_window import MainWindow
+    window = MainWindow(QSettings(str(settings_path), QSettings.Format.IniFormat))
+    qtbot.addWidget(window)
+    window.resize(*size)
+    window.show()
+    qtbot.waitUntil(lambda: window.engine_ready and window.worker.context.model is not None, timeout=WAIT)
+    return window

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import onnx
 import pytest
-from gui_helpers import WAIT, wait_idle
+from gui_helpers import WAIT, engine_window, wait_idle
 from labeling_data import extract_omniglot
-from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QFileDialog
 
 from fewshot_gui.export_model import BUNDLE_FILTER, ONNX_FILTER, parity_text
@@ -23,11 +23,7 @@ EXPORT_WAIT = 120_000  # adapting, the dynamo export and the parity check, on tw
 
 @pytest.fixture
 def window(qtbot, tmp_path):
-    w = MainWindow(QSettings(str(tmp_path / "gui.ini"), QSettings.Format.IniFormat))
-    qtbot.addWidget(w)
-    w.resize(1200, 800)
-    w.show()
-    qtbot.waitUntil(lambda: w.engine_ready and w.worker.context.model is not None, timeout=WAIT)
+    w = engine_window(qtbot, tmp_path / "gui.ini")
     yield w
     w.close()
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import onnx
 import pytest
-from gui_helpers import WAIT, wait_idle
+from gui_helpers import WAIT, engine_window, wait_idle
 from labeling_data import extract_omniglot
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialogButtonBox, QFileDialog
 
 from data_fixtures import SHARED, require_shared
@@ -29,11 +29,7 @@ def window(qtbot, tmp_path, monkeypatch):
     # What the engine remembers about ONNX files, and the rewritten graphs, stay in this test.
     monkeypatch.setenv("FEWSHOT_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("FEWSHOT_CACHE_DIR", str(tmp_path / "cache"))
-    w = MainWindow(QSettings(str(tmp_path / "gui.ini"), QSettings.Format.IniFormat))
-    qtbot.addWidget(w)
-    w.resize(1200, 800)
-    w.show()
-    qtbot.waitUntil(lambda: w.engine_ready and w.worker.context.model is not None, timeout=WAIT)
+    w = engine_window(qtbot, tmp_path / "gui.ini")
     yield w
     w.close()
 

@@ -12,8 +12,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from gui_helpers import WAIT, drop_files, wait_idle
-from PySide6.QtCore import QSettings, Qt, QTimer
+from gui_helpers import WAIT, drop_files, engine_window, wait_idle
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication, QFileDialog
 
 from fewshot_gui.main_window import MainWindow
@@ -60,12 +60,7 @@ def images(tmp_path_factory, omniglot_root) -> dict:
 
 
 def make_window(qtbot, settings_path: Path) -> MainWindow:
-    window = MainWindow(QSettings(str(settings_path), QSettings.Format.IniFormat))
-    qtbot.addWidget(window)
-    window.resize(1400, 880)
-    window.show()
-    qtbot.waitUntil(lambda: window.engine_ready and window.worker.context.model is not None, timeout=WAIT)
-    return window
+    return engine_window(qtbot, settings_path, size=(1400, 880))
 
 
 def test_label_review_export_reopen(qtbot, tmp_path, images, monkeypatch):
