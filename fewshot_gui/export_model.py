@@ -86,19 +86,7 @@ def export_model(window: Any, path: str | None = None, bundle: bool = False, for
         window.last_model_export = report
         window.notify(text, details)
 
-    def started(job_id: int, _name: str, _quick: bool) -> None:
-        # The engine's export has no cancel point (it takes seconds): a Cancel that
-        # answered "cancelling" and then did nothing would mislead.
-        if job_id == export_job:
-            window.progress.cancel.setEnabled(False)
-            window.act_cancel.setEnabled(False)
-
-    def finished(_result: Any = None) -> None:
-        window.worker.started_job.disconnect(started)
-        window.progress.cancel.setEnabled(True)
-
-    window.worker.started_job.connect(started)
-    export_job = window.submit(f"Exporting model to {Path(path).name}",
-                               lambda ctx, h: jobs.export_model(ctx, h, path, spec, bundle, force),
-                               done=lambda report: (finished(), done(report)),
-                               failed=lambda message: (finished(), window.show_error(message)))
+    # The engine's export has no cancel point (it takes seconds).
+    window.submit(f"Exporting model to {Path(path).name}",
+                  lambda ctx, h: jobs.export_model(ctx, h, path, spec, bundle, force),
+                  done=done, cancellable=False)

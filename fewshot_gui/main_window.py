@@ -401,8 +401,9 @@ class MainWindow(QMainWindow):
     # ================================================================ jobs
 
     def submit(self, name: str, fn: Callable, *, quick: bool = False, done: Callable[[Any], None] | None = None,
-               failed: Callable[[str], None] | None = None) -> int:
-        return self.worker.submit(name, fn, quick=quick, done=done, failed=failed or self.show_error)
+               failed: Callable[[str], None] | None = None, cancellable: bool = True) -> int:
+        return self.worker.submit(name, fn, quick=quick, done=done, failed=failed or self.show_error,
+                                  cancellable=cancellable)
 
     def start_engine(self) -> None:
         if not self.worker.isRunning():
@@ -414,9 +415,11 @@ class MainWindow(QMainWindow):
         self.engine_ready = True
         self.device_label.setText(device_text)
 
-    def _on_job_started(self, _job_id: int, name: str, quick: bool) -> None:
+    def _on_job_started(self, job_id: int, name: str, quick: bool) -> None:
         if not quick:
             self.progress.busy(name)
+            # A Cancel that answered "cancelling" and then did nothing would mislead.
+            self.progress.cancel.setEnabled(self.worker.cancellable(job_id))
             self.labeling = name.startswith("Labeling")
             self._update_actions()
 
@@ -425,6 +428,7 @@ class MainWindow(QMainWindow):
 
     def _on_idle(self) -> None:
         self.progress.setVisible(False)
+        self.progress.cancel.setEnabled(True)
         self.labeling = False
         self._update_actions()
 
@@ -673,7 +677,7 @@ class MainWindow(QMainWindow):
             a.setEnabled(has)
         self.export_menu.setEnabled(has)
         self.act_export_model.setEnabled(export_model.can_export(self))
-        self.act_cancel.setEnabled(self.progress.isVisible())
+        self.act_cancel.setEnabled(self.progress.isVisible() and self.progress.cancel.isEnabled())
         undo = self.undo_text if has else None
         redo = self.redo_text if has else None
         self.act_undo.setEnabled(undo is not None)

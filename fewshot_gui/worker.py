@@ -61,6 +61,7 @@ class Job:
     done: Callable[[Any], None] | None = None
     failed: Callable[[str], None] | None = None
     id: int = 0
+    cancellable: bool = True  # False: the engine has no cancel point (an export), so no Cancel is offered
 
 
 @dataclass
@@ -124,17 +125,23 @@ class EngineWorker(QThread):
     # ------------------------------------------------------------ main-thread side
 
     def submit(self, name: str, fn: Callable[[EngineContext, JobHandle], Any], *, quick: bool = False,
-               done: Callable[[Any], None] | None = None, failed: Callable[[str], None] | None = None) -> int:
-        job = Job(name, fn, quick, done, failed, next(self._ids))
+               done: Callable[[Any], None] | None = None, failed: Callable[[str], None] | None = None,
+               cancellable: bool = True) -> int:
+        job = Job(name, fn, quick, done, failed, next(self._ids), cancellable)
         self._callbacks[job.id] = job
         with self._cv:
             self._jobs.append(job)
             self._cv.notify()
         return job.id
 
+    def cancellable(self, job_id: int) -> bool:
+        """Whether the job (submitted, not yet delivered) can be cancelled."""
+        job = self._callbacks.get(job_id)
+        return job is None or job.cancellable
+
     def cancel_current(self) -> None:
         handle = self._current
-        if handle is not None and handle.cancel is not None:
+        if handle is not None and handle.cancel is not None and handle.job.cancellable:
             handle.cancel.cancel()
 
     def stop(self, timeout_ms: int = 30_000) -> None:
