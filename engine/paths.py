@@ -1,4 +1,4 @@
-"""Checks on paths the user names on the command line (no torch here: `fewshot predict` uses them)."""
+"""Paths the user names for outputs (no torch here: `fewshot predict` and the app's main thread use them)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,3 +13,11 @@ def check_new_output(path: Path, option: str) -> None:
         raise FewShotError(f"{option} {path} already exists; choose another file name or remove it")
     if not path.absolute().parent.is_dir():
         raise FewShotError(f"{option}: folder {path.absolute().parent} does not exist; create it first")
+
+
+def export_target(out: str | Path, bundle: bool) -> Path:
+    """Where a model export goes: ``out``, with a ``.zip`` suffix for a bundle that lacks one."""
+    path = Path(out)
+    if bundle and path.suffix.lower() != ".zip":
+        path = path.with_suffix(".zip") if path.suffix else path.with_name(path.name + ".zip")
+    return path

@@ -11,6 +11,7 @@ from typing import Any
 
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
+from engine.paths import export_target
 from fewshot_gui import jobs
 
 ONNX_FILTER = "ONNX model (*.onnx)"
@@ -47,10 +48,9 @@ def ask_target(window: Any) -> tuple[str, bool, bool] | None:
 
 def _with_suffix(path: Path, bundle: bool) -> Path:
     # The engine's rule for bundles (a .onnx name becomes .zip), so the dialog checks the
-    # file that is really written.
+    # file that is really written; a model without a suffix gets .onnx.
     if bundle:
-        return path if path.suffix.lower() == ".zip" else (path.with_suffix(".zip") if path.suffix
-                                                           else path.with_name(path.name + ".zip"))
+        return export_target(path, bundle=True)
     return path if path.suffix.lower() == ".onnx" else path.with_name(path.name + ".onnx")
 
 

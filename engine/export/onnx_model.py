@@ -36,6 +36,7 @@ import torch
 from engine.errors import ExportError, ImageDecodeError
 from engine.export.bundle import write_bundle
 from engine.export.labels import publish, temp_beside
+from engine.paths import export_target
 
 if TYPE_CHECKING:
     import onnx
@@ -82,14 +83,6 @@ class ExportReport:
                 "provider": self.provider, "seconds": round(self.seconds, 3)}
 
 
-def target_path(out: str | Path, bundle: bool) -> Path:
-    """Where the export goes: ``out``, with a ``.zip`` suffix for a bundle that lacks one."""
-    path = Path(out)
-    if bundle and path.suffix.lower() != ".zip":
-        path = path.with_suffix(".zip") if path.suffix else path.with_name(path.name + ".zip")
-    return path
-
-
 def check_target(path: Path, force: bool) -> None:
     """Refuse a target that cannot be written, or that exists (unless ``force``)."""
     if path.is_dir():
@@ -111,7 +104,7 @@ def export_project(project_path: str | Path, out: str | Path, *, model_spec: str
     (see :func:`export_from_project`). Raises ProjectError when there is no such project."""
     from engine.labeling.store import Project
 
-    target = target_path(out, bundle)
+    target = export_target(out, bundle)
     check_target(target, force)  # before anything slow
     with Project.open(project_path) as project:
         return export_from_project(project, target, model_spec=model_spec, bundle=bundle, force=force)
@@ -126,7 +119,7 @@ def export_from_project(project: "Project", out: str | Path, *, model_spec: str 
     from engine.model_store import load_model
 
     t0 = time.perf_counter()
-    target = target_path(out, bundle)
+    target = export_target(out, bundle)
     check_target(target, force)
     check_examples(project)
     spec = model_spec
