@@ -20,7 +20,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,28 +33,17 @@ tune_cpu_allocator()
 import torch  # noqa: E402
 
 from bench_labeling import (bare_forward, decode_only, extract_omniglot, first_of_each_character,  # noqa: E402
-                            generate_photos, make_project)
+                            generate_photos, make_project, pipeline)
 from engine.data.decode_procs import processes_enabled  # noqa: E402
 from engine.data.transforms import load_uint8  # noqa: E402
 from engine.labeling.embedder import BackboneRunner, available_cores  # noqa: E402
-from engine.labeling.labeler import Labeler  # noqa: E402
-from engine.labeling.store import Project  # noqa: E402
 from engine.model_store import load_model  # noqa: E402
 
 
 def label(model, template: Path, work: Path) -> tuple[float, str, dict[str, tuple[int, float]]]:
-    for suffix in ("", "-wal", "-shm"):
-        Path(str(work) + suffix).unlink(missing_ok=True)
-    work.write_bytes(template.read_bytes())
-    with Project.open(work) as p:
-        t0 = time.perf_counter()
-        summary = Labeler(p, model).label()
-        seconds = time.perf_counter() - t0
-        preds = {r.path: (r.predicted_class_id, r.confidence) for r in p.iter_images()}
-    plan = summary.plan
-    how = (f"{summary.backend}, {plan.streams} stream(s) x {plan.torch_threads} thread(s), "
-           f"{plan.decode_workers} decoder(s)" if plan else "unplanned")
-    return (summary.embedded + len(summary.failed)) / seconds, how, preds
+    preds: dict[str, tuple[int, float]] = {}
+    rate, how = pipeline(model, template, work, predictions=preds)
+    return rate, how, preds
 
 
 def bench(tmp: Path, name: str, spec: str, folder: Path, files: list[Path], examples: dict, device: str,

@@ -171,8 +171,9 @@ def naive_loop(model: LoadedModel, files: list[Path], batch: int, backend: str) 
 
 
 def pipeline(model: LoadedModel, template: Path, work: Path, plan: RunPlan | None = None,
-             backend: str = "auto") -> tuple[float, str]:
-    """Labeler.label on a copy of a scanned, unlabeled project: images/s, and the plan it used."""
+             backend: str = "auto", predictions: dict | None = None) -> tuple[float, str]:
+    """Labeler.label on a copy of a scanned, unlabeled project: images/s, and the plan it used.
+    ``predictions``, when given, receives path -> (predicted class id, confidence)."""
     work.unlink(missing_ok=True)
     work.write_bytes(template.read_bytes())
     with Project.open(work) as p:
@@ -180,6 +181,8 @@ def pipeline(model: LoadedModel, template: Path, work: Path, plan: RunPlan | Non
         summary = Labeler(p, model, plan=plan, backend=backend).label()
         seconds = time.perf_counter() - t0
         n = summary.embedded + len(summary.failed)
+        if predictions is not None:
+            predictions.update((r.path, (r.predicted_class_id, r.confidence)) for r in p.iter_images())
     for suffix in ("", "-wal", "-shm"):
         Path(str(work) + suffix).unlink(missing_ok=True)
     plan = summary.plan
