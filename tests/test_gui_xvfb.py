@@ -16,11 +16,11 @@ import signal
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from labeling_data import extract_omniglot
 from PIL import Image, ImageGrab, features
 
 from engine.labeling import PredictionRow, Project
@@ -69,19 +69,10 @@ def _start_xvfb(tmp_path: Path) -> tuple[subprocess.Popen, str]:
     return server, f":{int(number)}"
 
 
-def _project(tmp_path: Path, omniglot_root: Path) -> Path:
+def _project(tmp_path: Path) -> Path:
     """Three Omniglot characters, one example each, and the model's guesses for 21 drawings."""
-    folder = tmp_path / "drawings"
-    with zipfile.ZipFile(omniglot_root / "images_evaluation.zip") as z:
-        names = sorted(n for n in z.namelist() if n.endswith(".png") and "/Angelic/character0" in n)
-        chars = sorted({Path(n).parent.name for n in names})[:3]
-        files: dict[str, list[Path]] = {}
-        for char in chars:
-            for n in [n for n in names if Path(n).parent.name == char][:8]:
-                target = folder / char / Path(n).name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(z.read(n))
-                files.setdefault(char, []).append(target)
+    files = extract_omniglot(tmp_path / "drawings", 3, per_character=8)
+    chars = list(files)
     path = tmp_path / f"{PROJECT}.fewshot"
     rng = np.random.default_rng(0)
     with Project.create(path) as p:
@@ -123,9 +114,9 @@ def _settled_screenshot(display: str, timeout: float = 30) -> Image.Image:
     return last
 
 
-def test_real_window_under_xvfb(tmp_path, omniglot_root):
+def test_real_window_under_xvfb(tmp_path):
     _require_tools()
-    project = _project(tmp_path, omniglot_root)
+    project = _project(tmp_path)
     server, display = _start_xvfb(tmp_path)
     home = tmp_path / "home"
     home.mkdir()
