@@ -1,11 +1,14 @@
-"""Real files for the labeling tests: Omniglot PNGs extracted from ../shared into tmp folders."""
+"""Files for the labeling tests: Omniglot PNGs extracted from ../shared into tmp folders,
+and small generated PNGs."""
 from __future__ import annotations
 
 import shutil
 import zipfile
 from pathlib import Path
 
+import numpy as np
 from data_fixtures import OMNIGLOT_ROOT, require_shared
+from PIL import Image
 
 
 def extract_omniglot(dest: Path, characters: int, per_character: int = 20, skip: int = 0,
@@ -39,3 +42,11 @@ def examples_dir(dest: Path, chars: dict[str, list[Path]], per_class: int = 1) -
         for f in files[:per_class]:
             shutil.copy(f, folder / f.name)
     return dest
+
+
+def make_png(path: Path, seed: int, size: tuple[int, int] = (12, 10)) -> Path:
+    """A small RGB PNG of random pixels (``size`` is width, height), different per ``seed``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 255, size=(size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path

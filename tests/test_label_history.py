@@ -9,22 +9,14 @@ import sqlite3
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from engine.errors import ProjectError
 from engine.labeling import PredictionRow, Project
 from engine.labeling import schema
 from engine.labeling.history import (ACCEPTED, CLASS_DELETED, CLEARED, LABELLED, MADE_EXAMPLE, NONE_OF_THESE,
                                      REMOVED_EXAMPLE, LabelEvent)
-
-
-def make_png(path: Path, seed: int) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.random.default_rng(seed).integers(0, 255, size=(10, 12, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path)
-    return path
+from labeling_data import make_png
 
 
 def summary(events: list[LabelEvent]) -> list[tuple]:

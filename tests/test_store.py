@@ -9,18 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from engine.errors import FewShotError, ProjectError
 from engine.labeling import PALETTE, AddReport, PredictionRow, Project
 from engine.labeling.schema import APPLICATION_ID, SCHEMA_VERSION, SORT_COLUMNS, STATUSES
-
-
-def make_png(path: Path, seed: int, size: tuple[int, int] = (12, 10)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.random.default_rng(seed).integers(0, 255, size=(size[1], size[0], 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path)
-    return path
+from labeling_data import make_png
 
 
 @pytest.fixture(scope="module")
