@@ -9,13 +9,14 @@ only when one of them changes. A damaged or foreign file is ignored and rewritte
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
 import time
 from functools import lru_cache
 from pathlib import Path
+
+from engine.json_file import read_json_dict, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +40,9 @@ def choice_file(export: Path) -> Path:
     return export.with_name(export.stem + ".choice.json")
 
 
-def _read(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as e:
-        log.warning("ignoring unreadable backend choice %s (%s)", path, e)
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def recall(export: Path, key: str) -> str | None:
     """The backend stored for ``key`` (threads and batch) on this machine, or None."""
-    entry = _read(choice_file(export)).get(f"{machine_fingerprint()}|{key}")
+    entry = read_json_dict(choice_file(export)).get(f"{machine_fingerprint()}|{key}")
     backend = entry.get("backend") if isinstance(entry, dict) else None
     return backend if backend in ("torch", "onnxruntime") else None
 
@@ -60,12 +50,9 @@ def recall(export: Path, key: str) -> str | None:
 def remember(export: Path, key: str, backend: str, speeds: dict[str, float]) -> None:
     """Store a measured choice; a failure to write only costs measuring again next time."""
     path = choice_file(export)
-    data = _read(path)
+    data = read_json_dict(path)
     data[f"{machine_fingerprint()}|{key}"] = {"backend": backend, "images_per_s": speeds, "measured_at": time.time()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
+        write_json_atomic(path, data)
     except OSError as e:
         log.warning("could not store the backend choice in %s (%s)", path, e)
-        tmp.unlink(missing_ok=True)

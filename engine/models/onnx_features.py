@@ -31,6 +31,7 @@ from engine.data.cache import default_cache_dir
 from engine.data.pixels import check_preprocessing
 from engine.data.preprocessing import Preprocessing
 from engine.errors import FewShotError, ModelInputError
+from engine.json_file import read_json_dict, write_json_atomic
 
 CONFIG_ENV = "FEWSHOT_CONFIG_DIR"
 FEATURES = "fewshot_features"
@@ -86,28 +87,16 @@ def remember_preprocessing(path: str | Path, prep: Preprocessing) -> None:
     check_preprocessing(prep)
     digest = file_digest(Path(path))
     with _config_lock:
-        config = _read_config()
+        config = read_json_dict(_config_file())
         config[digest] = {"path": str(Path(path).resolve()), "preprocessing": prep.to_dict()}
-        target = _config_file()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(config, indent=1))
-        os.replace(tmp, target)
+        write_json_atomic(_config_file(), config)
 
 
 def remembered_preprocessing(path: str | Path) -> Preprocessing | None:
     if not Path(path).is_file():
         return None  # the caller's next step (loading the file) says what is wrong with the path
-    entry = _read_config().get(file_digest(Path(path)))
+    entry = read_json_dict(_config_file()).get(file_digest(Path(path)))
     return Preprocessing.from_dict(entry["preprocessing"]) if entry else None
-
-
-def _read_config() -> dict[str, Any]:
-    try:
-        data = json.loads(_config_file().read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
 
 
 def suggested_preprocessing(path: str | Path) -> Preprocessing:
