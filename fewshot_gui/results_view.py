@@ -12,6 +12,7 @@ repaint took 100-400 ms. One call waits once.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from PySide6.QtCore import QModelIndex, QPoint, QRect, QRectF, QSize, Qt, QTimer, Signal
@@ -239,11 +240,7 @@ class ResultsView(QListView):
         if self.state() == QAbstractItemView.State.DragSelectingState:
             super().paintEvent(event)  # Qt's own paint draws the rubber band, which it alone knows
             return
-        model, selection = self.model(), self.selectionModel()
-        area = event.rect()
-        first = self.indexAt(QPoint(self.gridSize().width() // 2, max(area.top(), 0)))
-        if model is None or not first.isValid():
-            return
+        selection = self.selectionModel()
         option = QStyleOptionViewItem()
         self.initViewItemOption(option)
         state = option.state
@@ -251,13 +248,7 @@ class ResultsView(QListView):
         focus = (self.hasFocus() or self.viewport().hasFocus()) and current.isValid()
         painter = QPainter(self.viewport())
         try:
-            for row in range(first.row(), model.rowCount()):
-                index = model.index(row, 0)
-                rect = self.visualRect(index)
-                if rect.top() > area.bottom():
-                    break
-                if not rect.intersects(area):
-                    continue
+            for index, rect in self._tiles(event.rect()):
                 option.rect = rect
                 option.state = state
                 if selection is not None and selection.isSelected(index):
@@ -288,17 +279,26 @@ class ResultsView(QListView):
         the whole grid for each arrival redrew about 35 tiles each time while scrolling.
         A tile scrolled away meanwhile is painted with its thumbnail when it comes back."""
         arrived, self._arrived = self._arrived, set()
-        model = self.model()
-        area = self.viewport().rect()
-        first = self.indexAt(QPoint(self.gridSize().width() // 2, 1))
-        if model is None or not first.isValid():
+        shown = False
+        for index, rect in self._tiles(self.viewport().rect()):
+            shown = True
+            rec = index.data(RecordRole)
+            if rec is not None and rec.path in arrived:
+                self.viewport().update(rect)
+        if not shown:
             self.viewport().update()
+
+    def _tiles(self, area: QRect) -> Iterator[tuple[QModelIndex, QRect]]:
+        """Index and rectangle of each tile that meets ``area`` (viewport coordinates), in
+        row order: the visible rows only, never a walk over the whole model."""
+        model = self.model()
+        first = self.indexAt(QPoint(self.gridSize().width() // 2, max(area.top(), 0)))
+        if model is None or not first.isValid():
             return
         for row in range(first.row(), model.rowCount()):
             index = model.index(row, 0)
             rect = self.visualRect(index)
             if rect.top() > area.bottom():
-                break
-            rec = index.data(RecordRole)
-            if rec is not None and rec.path in arrived:
-                self.viewport().update(rect)
+                return
+            if rect.intersects(area):
+                yield index, rect
