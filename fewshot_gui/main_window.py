@@ -473,14 +473,10 @@ class MainWindow(QMainWindow):
         def done(description: str) -> None:
             self.model_spec = spec
             self.settings.setValue("model", spec)
-            if self.model_box.findData(spec) < 0:
-                self.model_box.addItem(Path(spec).name, spec)
-            self.model_box.setCurrentIndex(self.model_box.findData(spec))
-            for a in self.model_group.actions():
-                a.setChecked(a.data() == spec)
             self.model_label.setText(f"Model: {Path(spec).name}")
             self.model_label.setToolTip(description)
-            self.model_picker.model_loaded(spec)
+            self.model_picker.model_loaded(spec)  # lists it among the recent models
+            self.model_picker.show_current()  # the combo row and the menu tick
 
         def failed(message: str) -> None:
             self.model_label.setText(f"Model: {Path(self.model_spec).name}")
