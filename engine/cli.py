@@ -56,6 +56,7 @@ def _progress_printer():
 
 
 def cmd_train(args) -> int:
+    from engine.methods.options import method_options
     from engine.training.config import TrainConfig
     from engine.training.trainer import Trainer
 
@@ -64,8 +65,8 @@ def cmd_train(args) -> int:
         raise FewShotError("give --out DIR (where the model is saved), or --resume DIR")
     cfg = TrainConfig(
         dataset=args.dataset, data_root=args.data_root, split=args.split, out=out,
-        method=args.method, backbone=args.backbone, distance=args.distance,
-        way=args.way, shot=args.shot, query=args.query, episodes=args.episodes,
+        method=args.method, backbone=args.backbone, method_config=method_options(args, args.method),
+        way=args.way, shot=args.shot, query=args.query, episodes=args.episodes, meta_batch=args.meta_batch,
         val_split=args.val_split, val_way=args.val_way, val_shot=args.val_shot, val_query=args.val_query,
         val_episodes=args.val_episodes, val_every=args.val_every, lr=args.lr, lr_step=args.lr_step,
         lr_gamma=args.lr_gamma, image_size=args.image_size, rotations=args.rotations,
@@ -74,6 +75,8 @@ def cmd_train(args) -> int:
     _check_dir(cfg.data_root, "--data-root")
     if cfg.episodes < 1:
         raise FewShotError("--episodes must be at least 1")
+    if cfg.meta_batch < 1:
+        raise FewShotError("--meta-batch must be at least 1")
     emit, stream = _events_writer(args.events)
     trainer = Trainer(cfg, emit or _progress_printer(), resume_from=args.resume)
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -134,6 +137,8 @@ def cmd_evaluate(args) -> int:
     else:
         print(f"{args.way}-way {args.shot}-shot on {args.dataset}/{args.split}: "
               f"{100 * score.accuracy:.2f}% ± {100 * score.ci95:.2f} (95% CI, {score.episodes} episodes)")
+        print(f"calibration: ECE {score.ece:.4f} ± {score.ece_ci95:.4f} (15 bins), NLL {score.nll:.4f} ± "
+              f"{score.nll_ci95:.4f}, Brier {score.brier:.4f} ± {score.brier_ci95:.4f}")
     return 0
 
 
@@ -185,7 +190,9 @@ def cmd_predict(args) -> int:
     return run_predict(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(methods: bool = True) -> argparse.ArgumentParser:
+    """The parser. ``methods``: list every method's options under ``train`` (imports torch,
+    since methods are torch modules; ``main`` asks for it only when the command is train)."""
     p = argparse.ArgumentParser(prog="fewshot", description="Few-shot image labeling: train, evaluate, inspect models.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -193,13 +200,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", required=True, choices=["omniglot", "miniimagenet", "folder"])
     t.add_argument("--data-root", required=True, help="folder holding the dataset (zips or extracted folders)")
     t.add_argument("--split", required=True, help="omniglot: background, evaluation, small1, small2, vinyals-{train,val,trainval,test}; miniimagenet: train, val, test")
-    t.add_argument("--method", default="protonet", choices=["protonet"])
+    if methods:
+        from engine.methods.registry import METHODS
+        t.add_argument("--method", default="protonet", choices=sorted(METHODS),
+                       help="the meta-learning method; its options are listed below")
+    else:
+        t.add_argument("--method", default="protonet")
     t.add_argument("--backbone", default="conv4", choices=["conv4", "resnet12", "lite0"])
-    t.add_argument("--distance", default="euclidean", choices=["euclidean", "cosine"])
     t.add_argument("--way", type=int, default=60)
     t.add_argument("--shot", type=int, default=5)
     t.add_argument("--query", type=int, default=5)
-    t.add_argument("--episodes", type=int, default=10_000, help="total number of training episodes")
+    t.add_argument("--episodes", type=int, default=10_000,
+                   help="number of outer steps (meta-iterations); each uses --meta-batch episodes")
+    t.add_argument("--meta-batch", type=int, default=1, help="episodes (tasks) per outer step")
     t.add_argument("--out", help="folder for the model and its checkpoints")
     t.add_argument("--val-split")
     t.add_argument("--val-way", type=int, default=5)
@@ -216,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--events", help="write one JSON line per event to this file ('-' for stdout)")
     t.add_argument("--resume", help="continue the run saved in this folder")
+    if methods:
+        from engine.methods.options import add_method_options
+        add_method_options(t)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="few-shot accuracy on episodes, or Lake et al.'s one-shot runs")
@@ -267,7 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    args = build_parser().parse_args(argv)  # --help and usage errors answer without importing torch
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # --help and usage errors answer without importing torch, except for train's method options.
+    args = build_parser(methods=argv[:1] == ["train"]).parse_args(argv)
     if getattr(args, "needs_torch", True):  # `predict` runs on onnxruntime alone and must not load torch
         from engine.runtime import tune_cpu_allocator
         tune_cpu_allocator()  # before torch allocates: doubles eager CPU speed here (docs/PERFORMANCE.md)

@@ -43,15 +43,17 @@ class LoadedModel:
 def photos_meta() -> dict[str, Any]:
     from engine.models.registry import default_preprocessing
     prep = default_preprocessing("lite0", channels=3, image_size=224)
-    return {"method": "protonet", "method_config": {"distance": "cosine"}, "backbone": "lite0",
-            "channels": 3, "image_size": 224, "preprocessing": prep.to_dict(),
+    # No temperature and none learned: nothing trained this head, so the scale rule and
+    # each task's own examples choose it (engine.methods.calibration).
+    return {"method": "protonet", "method_config": {"distance": "cosine", "learn_temperature": False},
+            "backbone": "lite0", "channels": 3, "image_size": 224, "preprocessing": prep.to_dict(),
             "backbone_id": "lite0:imagenet", "description": BUNDLED["photos"]}
 
 
 def build_learner(meta: dict[str, Any]) -> MetaLearner:
     from engine.models.registry import build_backbone
     backbone = build_backbone(meta["backbone"], channels=int(meta["channels"]), image_size=int(meta["image_size"]))
-    return build_method(meta["method"], backbone, **meta.get("method_config", {}))
+    return build_method(meta["method"], backbone, meta.get("method_config"), who="the model's model.json")
 
 
 def model_folder(spec: str) -> Path | None:
@@ -107,7 +109,7 @@ def load_onnx_model(spec: str, preprocessing: Preprocessing | None = None) -> Lo
     check_against_file(prep, features)
     if preprocessing is not None:
         remember_preprocessing(spec, preprocessing)
-    learner = ProtoNet(OnnxFeatures(features, prep), distance="cosine").eval()
+    learner = ProtoNet(OnnxFeatures(features, prep), distance="cosine", learn_temperature=False).eval()
     return LoadedModel(spec, learner, prep, onnx_meta(features, prep))
 
 
@@ -117,7 +119,8 @@ def describe(spec: str) -> dict[str, Any]:
         from engine.models.onnx_features import prepare, remembered_preprocessing
         features = prepare(spec)
         prep = remembered_preprocessing(spec)
-        return {"backbone": "onnx", "method": "protonet", "method_config": {"distance": "cosine"},
+        return {"backbone": "onnx", "method": "protonet",
+                "method_config": {"distance": "cosine", "learn_temperature": False},
                 "channels": prep.channels if prep else None, "image_size": list(prep.size) if prep else None,
                 "description": f"ProtoNet head on {features.source.name} features", "onnx_file": str(features.source),
                 "input": features.input_name, "input_shape": features.input_shape, "feature_dim": features.dim,

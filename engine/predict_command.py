@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 32
-CSV_COLUMNS = ("path", "label", "confidence", "entropy", "ood_score", "error")
 BUNDLE_MODEL = "model.onnx"
 
 
@@ -62,9 +61,16 @@ class PredictedImage:
     path: str
     label: str
     confidence: float
-    entropy: float
-    ood_score: float
     probs: np.ndarray  # (C,), in class_names order
+    scores: dict[str, float] = field(default_factory=dict)  # the model's uncertainty outputs, by name
+
+    @property
+    def entropy(self) -> float | None:
+        return self.scores.get("entropy")
+
+    @property
+    def ood_score(self) -> float | None:
+        return self.scores.get("ood_score")
 
 
 @dataclass
@@ -72,6 +78,7 @@ class PredictResult:
     model: str
     provider: str
     class_names: list[str]
+    score_names: tuple[str, ...] = ()  # the uncertainty outputs the model gives, in registry order
     images: list[PredictedImage] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     seconds: float = 0.0
@@ -82,8 +89,8 @@ class PredictResult:
             "provider": self.provider,
             "classes": self.class_names,
             "count": len(self.images),
-            "images": [{"path": r.path, "label": r.label, "confidence": r.confidence, "entropy": r.entropy,
-                        "ood_score": r.ood_score,
+            "scores": list(self.score_names),
+            "images": [{"path": r.path, "label": r.label, "confidence": r.confidence, **r.scores,
                         "probs": {n: float(p) for n, p in zip(self.class_names, r.probs.tolist())}}
                        for r in self.images],
             "errors": [{"path": p, "reason": reason} for p, reason in self.errors],
@@ -157,11 +164,19 @@ def open_model(model: str | Path, *, threads: int | None = None,
     return session, provider, contract, prep
 
 
+def score_outputs(session: "onnxruntime.InferenceSession") -> tuple[str, ...]:
+    """The uncertainty scores (engine.methods.uncertainty) among the session's outputs, in registry order."""
+    from engine.methods.uncertainty import ONNX_OUTPUTS
+    present = {o.name for o in session.get_outputs()}
+    return tuple(n for n in ONNX_OUTPUTS if n in present)
+
+
 def predict_images(session: "onnxruntime.InferenceSession", class_names: list[str], prep: "Preprocessing",
                    files: list[Path], *, batch_size: int = DEFAULT_BATCH, decode_workers: int | None = None,
                    progress: Callable[[int], None] | None = None) -> tuple[list[PredictedImage], list[tuple[str, str]]]:
     """Decode ``files`` under ``prep`` (in threads) and run them through ``session`` in
     batches; returns (predictions, (path, reason) of files that could not be read)."""
+    scores = score_outputs(session)
     from engine.data.pixels import load_array, normalize_array
 
     if batch_size < 1:
@@ -190,24 +205,30 @@ def predict_images(session: "onnxruntime.InferenceSession", class_names: list[st
                     good.append((path, arr))
             if good:
                 x = normalize_array(np.stack([a for _, a in good]), prep)
-                probs, entropy, ood = session.run(["probs", "entropy", "ood_score"], {"pixels": x})
+                probs, *values = session.run(["probs", *scores], {"pixels": x})
                 top = probs.argmax(axis=1)
                 for k, (path, _) in enumerate(good):
                     results.append(PredictedImage(str(path), class_names[int(top[k])], float(probs[k, top[k]]),
-                                                  float(entropy[k]), float(ood[k]), probs[k].astype(np.float64)))
+                                                  probs[k].astype(np.float64),
+                                                  {n: float(v[k]) for n, v in zip(scores, values)}))
             if progress is not None:
                 progress(len(chunk))
     return results, errors
 
 
 def write_csv(fh: TextIO, result: PredictResult) -> None:
+    """``path,label,confidence,<the model's scores>,error,p_<class>...``."""
+    from engine.export.labels import csv_cell  # torch-free
     out = csv.writer(fh)
-    out.writerow([*CSV_COLUMNS, *(f"p_{n}" for n in result.class_names)])
+    names = result.score_names
+    out.writerow([csv_cell(c) for c in ("path", "label", "confidence", *names, "error",
+                                        *(f"p_{n}" for n in result.class_names))])
     for r in result.images:
-        out.writerow([r.path, r.label, _num(r.confidence), _num(r.entropy), _num(r.ood_score), "",
-                      *(_num(p) for p in r.probs.tolist())])
+        out.writerow([csv_cell(r.path), csv_cell(r.label), _num(r.confidence),
+                      *(_num(r.scores[n]) for n in names), "", *(_num(p) for p in r.probs.tolist())])
     for path, reason in result.errors:
-        out.writerow([path, "", "", "", "", reason, *([""] * len(result.class_names))])
+        out.writerow([csv_cell(path), "", "", *([""] * len(names)), csv_cell(reason),
+                      *([""] * len(result.class_names))])
 
 
 def _num(value: float) -> str:
@@ -229,7 +250,7 @@ def run_predict(args: argparse.Namespace) -> int:
     session, provider, contract, prep = open_model(args.model, threads=args.threads, prefer_gpu=not args.cpu)
     print(f"onnxruntime provider: {provider}", file=sys.stderr)
     files = find_images(args.inputs)
-    result = PredictResult(str(args.model), provider, contract["class_names"])
+    result = PredictResult(str(args.model), provider, contract["class_names"], score_outputs(session))
     bar = None
     if sys.stderr.isatty() and len(files) > args.batch_size:
         from tqdm import tqdm

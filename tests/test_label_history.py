@@ -133,7 +133,7 @@ def test_a_previous_format_project_migrates_on_open(tmp_path):
     path = tmp_path / "old.fewshot"
     ids = _previous_format_project(path, make_png(tmp_path / "0.png", 0))
     with Project.open(path) as p:
-        assert p._conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION == 2
+        assert p._conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION == 3
         assert p.label_history(ids["image"]) == []  # nothing was recorded before the upgrade
         # The old undo entry still undoes, and its history is derived from its changes.
         assert p.undo() == "label 0.png as cat"

@@ -381,9 +381,9 @@ class _FineTuned(MetaLearner):
     """Test stand-in for a MAML-style method: adapting yields its own copy of the backbone."""
 
     name = "finetune-test"
-    head_only = False
+    adapts_backbone = True
 
-    def adapt(self, support_x, support_y):
+    def adapt(self, support_x, support_y, n_classes=None):
         backbone = copy.deepcopy(self.backbone).eval()
         with torch.no_grad():
             z = backbone(support_x)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, TextIO
 
 from engine.errors import ExportError
+from engine.methods import uncertainty
 
 if TYPE_CHECKING:
     from engine.labeling.records import ClassInfo, ImageRecord
@@ -33,8 +34,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CSV_COLUMNS = ("path", "label", "source", "confidence", "entropy", "ood_score", "margin", "mutual_info", "error")
-METRICS = ("confidence", "entropy", "ood_score", "margin", "mutual_info")
+#: The prediction summary every row carries: the top probability and each registered score.
+METRICS = ("confidence", *uncertainty.NAMES)
+CSV_COLUMNS = ("path", "label", "source", *METRICS, "error")
+#: Cell starts that make a spreadsheet read a cell as a formula (OWASP, "CSV Injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 LINK_MODES = ("copy", "hardlink", "symlink")
 JSON_FORMAT = 1
 # Characters no folder name may hold on Windows, macOS or Linux.
@@ -51,20 +55,30 @@ class ExportReport:
     path: Path | None = None
 
 
+def csv_cell(text: str | None) -> str:
+    """A text cell as written to CSV: one that a spreadsheet would run as a formula (it
+    starts with = + - @, a tab or a carriage return) gets a leading apostrophe, which
+    spreadsheets show as text (OWASP's advice; docs/EXPORT.md)."""
+    if not text:
+        return ""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def export_csv(project: "Project", path: str | Path, overwrite: bool = False) -> ExportReport:
-    """One row per image: ``path,label,source,confidence,entropy,ood_score,margin,
-    mutual_info,error`` then ``p_<class>`` per class, in class order (UTF-8)."""
+    """One row per image: ``path,label,source,confidence,<scores>,error`` (the scores of
+    engine.methods.uncertainty) then ``p_<class>`` per class, in class order (UTF-8).
+    Text cells that a spreadsheet would run as formulas are neutralized (:func:`csv_cell`)."""
     classes = project.classes()
     count = 0
 
     def write(fh: TextIO) -> None:
         nonlocal count
         out = csv.writer(fh)
-        out.writerow([*CSV_COLUMNS, *(f"p_{c.name}" for c in classes)])
+        out.writerow([*CSV_COLUMNS, *(csv_cell(f"p_{c.name}") for c in classes)])
         for row in _rows(project, classes):
             probs = row["probs"] or {}
-            out.writerow([row["path"], row["label"] or "", row["source"] or "",
-                          *(_num(row[m]) for m in METRICS), row["error"] or "",
+            out.writerow([csv_cell(row["path"]), csv_cell(row["label"]), row["source"] or "",
+                          *(_num(row[m]) for m in METRICS), csv_cell(row["error"]),
                           *(_num(probs.get(c.name)) for c in classes)])
             count += 1
 
@@ -75,8 +89,8 @@ def export_csv(project: "Project", path: str | Path, overwrite: bool = False) ->
 
 def export_json(project: "Project", path: str | Path, overwrite: bool = False) -> ExportReport:
     """``{"format", "project", "classes": [{id, name, color}], "images": [{path, label,
-    source, confidence, entropy, ood_score, margin, mutual_info, error, probs}]}``, with
-    null for what an image lacks and ``probs`` keyed by class name."""
+    source, confidence, <scores>, error, probs}]}``, with null for what an image lacks
+    and ``probs`` keyed by class name."""
     classes = project.classes()
     images = list(_rows(project, classes))
 
@@ -159,7 +173,8 @@ def _rows(project: "Project", classes: list["ClassInfo"]) -> Iterator[dict]:
         if rec.error is None:
             row["source"] = rec.label_source
             row["label"] = names.get(rec.label_class_id) if rec.label_class_id is not None else None
-        row.update({m: getattr(rec, m) if rec.error is None else None for m in METRICS})
+        row["confidence"] = rec.confidence if rec.error is None else None
+        row.update({m: rec.scores.get(m) if rec.error is None else None for m in uncertainty.NAMES})
         row["error"] = rec.error
         row["probs"] = ({names[k]: v for k, v in rec.probs.items() if k in names}
                         if rec.probs is not None and rec.error is None else None)

@@ -1,9 +1,10 @@
 """Export a project's adapted model to ONNX: backbone plus adapted head in one graph.
 
 The graph maps ``pixels`` (float32 NCHW in the model's normalisation, any batch
-size) to ``probs`` (N, C), ``entropy`` (N) and ``ood_score`` (N), the same
-numbers the labeler computes (:meth:`Predictor.as_module` bakes the adapted
-weights -- ProtoNet's prototypes -- into the graph as constants). The model's
+size) to ``probs`` (N, C) and the method's exported uncertainty scores (N) each
+(ProtoNet: ``entropy`` and ``ood_score``; the list is engine.methods.uncertainty's),
+the same numbers the labeler computes (:meth:`Predictor.as_module` bakes the
+adapted weights -- ProtoNet's prototypes -- into the graph as constants). The model's
 ``metadata_props`` carry the contract other programs need (docs/EXPORT.md):
 ``class_names`` and ``preprocessing`` as JSON, ``method``, ``source_model``,
 ``project_version`` (the fingerprint of the examples it adapted on) and
@@ -19,6 +20,7 @@ replaced unless ``force``.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import json
 import logging
@@ -51,7 +53,7 @@ log = logging.getLogger(__name__)
 #: dynamo exporter writes natively, so no version conversion step can alter the graph).
 OPSET = 18
 INPUT_NAME = "pixels"
-OUTPUT_NAMES = ("probs", "entropy", "ood_score")
+PROBS = "probs"
 #: Largest |p_onnx - p_torch| over the parity images that still passes.
 PARITY_TOLERANCE = 1e-4
 PARITY_BATCH = 32
@@ -130,7 +132,7 @@ def export_from_project(project: "Project", out: str | Path, *, model_spec: str 
                               "or pass --model (omniglot, photos or a folder made by 'fewshot train')")
         spec = current[1]
     model = load_model(spec, "cpu")
-    if not getattr(model.learner, "head_only", True):
+    if model.learner.adapts_backbone:
         raise ExportError(f"models of method {model.learner.name} cannot be exported to ONNX yet")
     task = Labeler(project, model).adapt()
     names_by_id = {c.id: c.name for c in project.classes()}
@@ -178,9 +180,9 @@ def build_onnx(model: "LoadedModel", task: "AdaptedTask", class_names: list[str]
 
     from engine.models.onnx_features import OnnxFeatures
     if isinstance(model.learner.backbone, OnnxFeatures):
-        proto = _feature_graph_with_head(model.learner.backbone, task)
+        proto, outputs = _feature_graph_with_head(model.learner.backbone, task)
     else:
-        proto = _traced(model, task)
+        proto, outputs = _traced(model, task)
     prep = model.preprocessing
     metadata = {
         "class_names": json.dumps(class_names, ensure_ascii=False),
@@ -191,6 +193,7 @@ def build_onnx(model: "LoadedModel", task: "AdaptedTask", class_names: list[str]
         "backbone": str(model.meta.get("backbone", "")),
         "project_version": task.fingerprint,
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "outputs": json.dumps(list(outputs)),
         "fewshot_contract": CONTRACT_FORMAT,
         "fewshot_version": _engine_version(),
     }
@@ -199,7 +202,7 @@ def build_onnx(model: "LoadedModel", task: "AdaptedTask", class_names: list[str]
         entry = existing.get(key) or proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.doc_string = (f"fewshot-labeler export: {len(class_names)} classes; input 'pixels' float32 NCHW "
-                        f"{prep.channels}x{prep.size[0]}x{prep.size[1]}; outputs probs, entropy, ood_score")
+                        f"{prep.channels}x{prep.size[0]}x{prep.size[1]}; outputs {', '.join(outputs)}")
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as e:
@@ -207,23 +210,28 @@ def build_onnx(model: "LoadedModel", task: "AdaptedTask", class_names: list[str]
     return proto, metadata
 
 
-def _traced(model: "LoadedModel", task: "AdaptedTask") -> "onnx.ModelProto":
+def _traced(model: "LoadedModel", task: "AdaptedTask") -> tuple["onnx.ModelProto", tuple[str, ...]]:
     """The adapted predictor as one PyTorch module, exported by the dynamo exporter."""
     try:
         module = task.predictor.as_module(model.learner.backbone)
     except NotImplementedError as e:
         raise ExportError(f"this model cannot be exported to ONNX yet: {e}") from None
-    module.eval()
     prep = model.preprocessing
     example = torch.zeros((2, prep.channels, *prep.size), dtype=torch.float32)
+    return export_module(module.eval(), example, INPUT_NAME), tuple(module.output_names)
+
+
+def export_module(module: torch.nn.Module, example: torch.Tensor, input_name: str) -> "onnx.ModelProto":
+    """``module`` (one tensor input, dynamic batch; outputs ``module.output_names``) as ONNX."""
     batch = torch.export.Dim("batch", min=1)
+    arg = next(iter(inspect.signature(module.forward).parameters))
     chatter = io.StringIO()
     with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(chatter):
         warnings.simplefilter("always")
         try:
-            program = torch.onnx.export(module, (example,), None, input_names=[INPUT_NAME],
-                                        output_names=list(OUTPUT_NAMES),
-                                        dynamic_shapes={"pixels": {0: batch}}, opset_version=OPSET,
+            program = torch.onnx.export(module, (example,), None, input_names=[input_name],
+                                        output_names=list(module.output_names),
+                                        dynamic_shapes={arg: {0: batch}}, opset_version=OPSET,
                                         dynamo=True, verbose=False)
         except Exception as e:  # noqa: BLE001 - the exporter raises many types; all mean "cannot export"
             raise ExportError(f"PyTorch could not export this model to ONNX ({type(e).__name__}: "
@@ -235,28 +243,32 @@ def _traced(model: "LoadedModel", task: "AdaptedTask") -> "onnx.ModelProto":
     return program.model_proto
 
 
-def _feature_graph_with_head(backbone: Any, task: "AdaptedTask") -> "onnx.ModelProto":
-    """An ONNX feature extractor's graph with the adapted ProtoNet head appended."""
+def _feature_graph_with_head(backbone: Any, task: "AdaptedTask") -> tuple["onnx.ModelProto", tuple[str, ...]]:
+    """An ONNX feature extractor's graph with the adapted head (traced on its own) joined after it."""
     import onnx
 
-    from engine.export.onnx_head import append_protonet_head, rename_input
-    from engine.methods.protonet import ProtoHead
+    from engine.export.onnx_graph import attach_head, rename_tensor
     from engine.models.onnx_features import FEATURES
-    head = task.predictor
-    if not isinstance(head, ProtoHead):
-        raise ExportError(f"{type(head).__name__} heads on ONNX feature extractors cannot be exported yet")
-    proto = onnx.load(str(backbone.features.path))
-    rename_input(proto, backbone.features.input_name, INPUT_NAME)
-    append_protonet_head(proto, FEATURES, head.prototypes.cpu().numpy(), float(head.spread), head.distance,
-                         head.temperature, OUTPUT_NAMES)
-    return proto
+    try:
+        head = task.predictor.head_module()
+    except NotImplementedError as e:
+        raise ExportError(f"{type(task.predictor).__name__} heads on ONNX feature extractors cannot be exported: "
+                          f"{e}") from None
+    dim = backbone.features.dim
+    head_proto = export_module(head.eval(), torch.zeros((2, dim), dtype=torch.float32), "features")
+    features = onnx.load(str(backbone.features.path))
+    rename_tensor(features, backbone.features.input_name, INPUT_NAME)
+    outputs = tuple(head.output_names)
+    return attach_head(features, FEATURES, head_proto, "features", outputs), outputs
 
 
 def check_parity(model_bytes: bytes, model: "LoadedModel", task: "AdaptedTask",
                  paths: list[str]) -> tuple[float, str, int]:
     """(max |p_onnx - p_torch|, onnxruntime provider, images compared) over ``paths``,
     decoded and normalized by the engine's own preprocessing. The first image runs
-    alone (batch 1), the rest in batches: the dynamic batch is exercised as well."""
+    alone (batch 1), the rest in batches: the dynamic batch is exercised as well.
+    Every other output must match the predictor's score of the same name too (within
+    the tolerance, relative to the score's size); else the export fails."""
     from engine.data.transforms import load_uint8, normalize
     from engine.onnx_session import make_session
 
@@ -272,16 +284,29 @@ def check_parity(model_bytes: bytes, model: "LoadedModel", task: "AdaptedTask",
     x = normalize(torch.stack(pixels), model.preprocessing)
     session, provider = make_session(model_bytes)
     diff = 0.0
+    worst: tuple[float, str] = (0.0, "")  # the largest relative difference of a score output, and its name
     bounds = [(0, 1)] + [(s, min(s + PARITY_BATCH, len(x))) for s in range(1, len(x), PARITY_BATCH)]
+    names = [o.name for o in session.get_outputs()]
     for start, stop in bounds:
         chunk = x[start:stop]
         with torch.inference_mode():
-            ref = task.predictor.predict(chunk).probs.float().cpu().numpy()
-        got = session.run([OUTPUT_NAMES[0]], {INPUT_NAME: chunk.numpy()})[0]
+            pred = task.predictor.predict(chunk)
+        outputs = dict(zip(names, session.run(names, {INPUT_NAME: chunk.numpy()})))
+        ref = pred.probs.float().cpu().numpy()
+        got = outputs[PROBS]
         if got.shape != ref.shape:
             raise ExportError(f"the exported model gives probabilities shaped {got.shape} for a batch of "
                               f"{len(chunk)}, PyTorch {ref.shape}; please report it")
         diff = max(diff, float(np.abs(got - ref).max()))
+        for name in names[1:]:
+            want = pred.score(name)
+            score_diff = (float("inf") if want is None or outputs[name].shape != tuple(want.shape) else
+                          float((np.abs(outputs[name] - want.float().cpu().numpy())
+                                 / np.maximum(1.0, np.abs(want.float().cpu().numpy()))).max()))
+            worst = max(worst, (score_diff, name))
+    if diff <= PARITY_TOLERANCE < worst[0]:
+        raise ExportError(f"the exported model's {worst[1]} differs from PyTorch's by {worst[0]:.3g} "
+                          f"(relative; over {PARITY_TOLERANCE:g}); nothing was written. Please report this")
     return diff, provider, len(x)
 
 

@@ -120,7 +120,7 @@ def support_fingerprint(pairs: list[tuple[int, str]]) -> str:
 def write_arrays(project: "Project", model_id: int, image_ids: np.ndarray | list[int],
                  arrays: PredictionArrays, class_ids: list[int]) -> None:
     project.write_prediction_arrays(model_id, np.asarray(image_ids, dtype=np.int64), class_ids, arrays.probs,
-                                    arrays.entropy, arrays.margin, arrays.mutual_info, arrays.ood_score)
+                                    scores=arrays.scores)
 
 
 class Labeler:
@@ -134,7 +134,7 @@ class Labeler:
                  workers: int | None = None, plan: RunPlan | None = None, backend: str = "auto"):
         self.project = project
         self.model = model
-        self.head_only = bool(getattr(model.learner, "head_only", True))
+        self.head_only = not model.learner.adapts_backbone
         self.batch_size = batch_size
         self.workers = workers
         self.plan = plan  # how labeling uses the cores; None: measured and chosen per run
@@ -243,9 +243,7 @@ class Labeler:
                     summary.cancelled = True
                     return summary
                 rows = todo[start:start + CACHE_PREDICT_CHUNK]
-                part = PredictionArrays(scores.probs[rows], scores.entropy[rows], scores.margin[rows],
-                                        scores.ood_score[rows],
-                                        None if scores.mutual_info is None else scores.mutual_info[rows])
+                part = scores.take(rows)
                 write_arrays(self.project, model_id, table.image_ids[rows], part, task.class_ids)
                 summary.from_cache += len(rows)
                 summary.predicted += len(rows)
@@ -298,7 +296,7 @@ class Labeler:
         keep = [k for k, cid in enumerate(ys_cid) if cid in index]
         x = normalize(torch.cat(xs)[keep], self.model.preprocessing).to(runner.device)
         y = torch.tensor([index[ys_cid[k]] for k in keep], dtype=torch.long, device=runner.device)
-        predictor = self.model.learner.adapt(x, y)  # may need gradients (an inner loop): no inference_mode
+        predictor = self.model.learner.adapt(x, y, len(class_ids))  # owns its grad mode: no inference_mode here
         fingerprint = support_fingerprint([(ys_cid[k], support[k].hash) for k in keep])
         task = AdaptedTask(predictor, class_ids, len(keep), fingerprint, skipped)
         model_id = self.project.set_model(self.model.name, stored_model_meta(self.model, task))

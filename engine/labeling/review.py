@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engine.errors import FewShotError
+from engine.labeling.schema import SORT_COLUMNS
 
 if TYPE_CHECKING:
     from engine.labeling.records import ImageRecord
@@ -74,13 +75,13 @@ def _uncertainty_sort(project: "Project", measure: str) -> tuple[str, bool]:
 def _walk(project: "Project", sort: str, descending: bool, limit: int | None) -> list["ImageRecord"]:
     """Predicted images in the store's sort order; those without a value for the key are left out."""
     out: list[ImageRecord] = []
-    key = "ood_score" if sort == "ood" else sort
+    key = SORT_COLUMNS[sort]
     offset = 0
     while limit is None or len(out) < limit:
         size = PAGE if limit is None else min(PAGE, limit - len(out))
         page = project.query(status="predicted", sort=sort, descending=descending, offset=offset, limit=size)
         offset += len(page)
-        valued = [r for r in page if getattr(r, key) is not None]
+        valued = [r for r in page if (r.confidence if key == "confidence" else r.scores.get(key)) is not None]
         out += valued
         if len(page) < size or len(valued) < len(page):  # the store puts missing values last
             break

@@ -30,6 +30,10 @@ Layout (version 1):
 - ``history``: the undo/redo log of label and example actions.
 - ``settings``: small key/value facts (the current model).
 
+Version 3 adds a column to ``images`` and ``predictions`` for every score of
+:mod:`engine.methods.uncertainty` (``aleatoric``); a score registered later gets
+its column when the file is next opened (:func:`add_score_columns`).
+
 Version 2 adds ``label_events``: what people did to each image, append only, for
 the detail pane's history. ``history`` cannot serve: it is capped and a new action
 drops its redo entries. Each event keeps the class name as it was (classes get
@@ -44,6 +48,7 @@ from pathlib import Path
 from typing import Callable
 
 from engine.errors import ProjectError
+from engine.methods import uncertainty
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +56,12 @@ APPLICATION_ID = 0x46534C42  # "FSLB": few-shot labeler
 
 STATUSES = ("unlabeled", "predicted", "confirmed", "error")
 
-# Sort keys of Project.query -> images column.
-SORT_COLUMNS = {
-    "name": "path",
-    "confidence": "confidence",
-    "entropy": "entropy",
-    "margin": "margin",
-    "mutual_info": "mutual_info",
-    "ood": "ood_score",
-}
-METRIC_COLUMNS = ("confidence", "entropy", "margin", "mutual_info", "ood_score")
+#: The prediction summary kept per image, in ``predictions`` and (copied) in ``images``:
+#: the top probability and one column per score of engine.methods.uncertainty.
+METRIC_COLUMNS: tuple[str, ...] = ("confidence", *uncertainty.NAMES)
+# Sort keys of Project.query -> images column ("ood" is the first name of ood_score).
+SORT_COLUMNS = {"name": "path", "confidence": "confidence", **{n: n for n in uncertainty.NAMES},
+                **uncertainty.SORT_ALIASES}
 
 _V1_TABLES = [
     """CREATE TABLE settings (
@@ -172,8 +173,25 @@ def _migrate_to_v2(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX label_events_history ON label_events(history_id) WHERE history_id IS NOT NULL")
 
 
+def missing_score_columns(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+    """(table, score) for every registered score whose column ``images`` or ``predictions`` lacks."""
+    out = []
+    for table in ("images", "predictions"):
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        out += [(table, name) for name in uncertainty.NAMES if name not in have]
+    return out
+
+
+def add_score_columns(conn: sqlite3.Connection) -> None:
+    """Give ``images`` and ``predictions`` a column for every registered score they lack
+    (a score added to engine.methods.uncertainty needs no migration of its own)."""
+    for table, name in missing_score_columns(conn):
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} REAL")
+
+
 #: MIGRATIONS[i] upgrades a file at schema version i to version i + 1. Append only.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_v1, _migrate_to_v2]
+#: Version 3: the scores of the uncertainty registry (aleatoric was the first added).
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_v1, _migrate_to_v2, add_score_columns]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -199,6 +217,14 @@ def check_and_migrate(conn: sqlite3.Connection, path: Path) -> None:
         try:
             MIGRATIONS[v](conn)
             conn.execute(f"PRAGMA user_version = {v + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    if missing_score_columns(conn):  # scores registered since the file's last upgrade
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            add_score_columns(conn)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

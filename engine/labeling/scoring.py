@@ -4,11 +4,11 @@ After the user adds one example, one prototype changes: the distances of all
 images to every *other* class are the same as before. :class:`CachedScorer`
 keeps each class's distances with the prototype they were computed from and
 recomputes, in one matmul, only the classes whose prototype changed. The rest
-(softmax, entropy, margin, OOD score) is a handful of passes over an
-(images x classes) matrix.
+(softmax, entropy, margin, OOD score) is a handful of passes over a
+(classes x images) matrix, through the same functions ProtoHead predicts with
+(engine.methods.prototypes).
 
-The fast path covers ProtoNet heads (:class:`ProtoHead`): it reproduces
-``ProtoHead.predict_embeddings`` (tests compare the two). Any other head-only
+The fast path covers ProtoNet heads (:class:`ProtoHead`). Any other head-only
 predictor goes through its own ``predict_embeddings`` in chunks.
 """
 from __future__ import annotations
@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from engine.methods.base import Prediction, Predictor
+from engine.methods.base import Prediction, Predictor, margin_of
 from engine.methods.protonet import ProtoHead
+from engine.methods.prototypes import class_major_distance, proto_outputs
 
 # Rows per predict_embeddings call on the generic path: bounds the (rows x classes)
 # temporaries without paying per-call overhead.
@@ -51,29 +52,47 @@ def one_thread() -> Iterator[None]:
 
 @dataclass
 class PredictionArrays:
-    """Predictions of ``n`` images over ``c`` classes, as arrays (row ``k`` is image ``k``)."""
+    """Predictions of ``n`` images over ``c`` classes, as arrays (row ``k`` is image ``k``):
+    ``probs`` (n, c) float32 and one (n,) array per uncertainty score the method gives."""
 
-    probs: np.ndarray  # (n, c) float32
-    entropy: np.ndarray  # (n,)
-    margin: np.ndarray  # (n,)
-    ood_score: np.ndarray  # (n,)
-    mutual_info: np.ndarray | None = None
+    probs: np.ndarray
+    scores: dict[str, np.ndarray]
 
     def __len__(self) -> int:
         return self.probs.shape[0]
 
+    @property
+    def entropy(self) -> np.ndarray | None:
+        return self.scores.get("entropy")
+
+    @property
+    def margin(self) -> np.ndarray | None:
+        return self.scores.get("margin")
+
+    @property
+    def ood_score(self) -> np.ndarray | None:
+        return self.scores.get("ood_score")
+
+    @property
+    def mutual_info(self) -> np.ndarray | None:
+        return self.scores.get("mutual_info")
+
+    def take(self, rows: np.ndarray) -> "PredictionArrays":
+        return PredictionArrays(self.probs[rows], {k: v[rows] for k, v in self.scores.items()})
+
     @classmethod
     def from_prediction(cls, p: Prediction) -> "PredictionArrays":
-        mi = p.mutual_info.float().cpu().numpy() if p.mutual_info is not None else None
-        return cls(p.probs.float().cpu().numpy(), p.entropy.float().cpu().numpy(),
-                   p.margin.float().cpu().numpy(), p.ood_score.float().cpu().numpy(), mi)
+        return cls(p.probs.float().cpu().numpy(), {k: v.float().cpu().numpy() for k, v in p.scores.items()})
+
+    @classmethod
+    def empty(cls, classes: int, scores: tuple[str, ...]) -> "PredictionArrays":
+        return cls(np.zeros((0, classes), dtype=np.float32), {k: np.zeros(0, dtype=np.float32) for k in scores})
 
     @classmethod
     def concat(cls, parts: list["PredictionArrays"]) -> "PredictionArrays":
-        mis = [p.mutual_info for p in parts]
-        mi = None if any(m is None for m in mis) else np.concatenate(mis)  # type: ignore[arg-type]
-        return cls(np.concatenate([p.probs for p in parts]), np.concatenate([p.entropy for p in parts]),
-                   np.concatenate([p.margin for p in parts]), np.concatenate([p.ood_score for p in parts]), mi)
+        names = [k for k in parts[0].scores if all(k in p.scores for p in parts)]
+        return cls(np.concatenate([p.probs for p in parts]),
+                   {k: np.concatenate([p.scores[k] for p in parts]) for k in names})
 
 
 class EmbeddingTable:
@@ -138,7 +157,13 @@ class CachedScorer:
             raise ValueError(f"{len(class_ids)} class ids for a head with {head.prototypes.shape[0]} classes")
         with torch.inference_mode(), one_thread():
             d = self.distances(head, class_ids)
-            return _proto_predictions(d, head.temperature, float(head.spread))
+            if d.shape[1] == 0:
+                return PredictionArrays.empty(len(class_ids), head.scores)
+            # Classes along dim 0: every per-image reduction runs down contiguous rows.
+            probs, entropy, ood = proto_outputs(d, head.temperature, float(head.spread), class_dim=0)
+            margin = margin_of(probs, dim=0)
+            return PredictionArrays(np.ascontiguousarray(probs.numpy().T),  # images x classes, as stored
+                                    {"entropy": entropy.numpy(), "margin": margin.numpy(), "ood_score": ood.numpy()})
 
     def distances(self, head: ProtoHead, class_ids: list[int]) -> Tensor:
         """(classes, images) distances, recomputing only classes whose prototype changed."""
@@ -163,11 +188,8 @@ class CachedScorer:
     def _rows_for(self, protos: Tensor, distance: str) -> Tensor:
         """(k, n) distances of ``protos`` (k, d) to every image: the one matmul of a refresh."""
         if distance == "euclidean":
-            # Same expansion as protonet.pairwise_distance: |z|^2 - 2 z.p + |p|^2, clamped at 0.
-            d = torch.addmm((protos * protos).sum(1, keepdim=True), protos, self.table.matrix.T, alpha=-2.0)
-            return d.add_(self.table.sq_norms()).clamp_min_(0)
-        unit_protos = F.normalize(protos, dim=1)
-        return torch.addmm(torch.ones(1, 1), unit_protos, self.table.unit().T, alpha=-1.0)
+            return class_major_distance(protos, self.table.matrix, distance, z_sq_norms=self.table.sq_norms())
+        return class_major_distance(protos, self.table.matrix, distance, z_unit=self.table.unit())
 
     def _generic(self, head: Predictor) -> PredictionArrays:
         parts = []
@@ -176,38 +198,6 @@ class CachedScorer:
                 parts.append(PredictionArrays.from_prediction(
                     head.predict_embeddings(self.table.matrix[start:start + GENERIC_CHUNK])))
         if not parts:
-            empty = np.zeros(0, dtype=np.float32)
-            return PredictionArrays(np.zeros((0, head.class_count), dtype=np.float32), empty, empty.copy(),
-                                    empty.copy())
+            return PredictionArrays.empty(head.class_count, head.scores)
         return PredictionArrays.concat(parts)
 
-
-def _proto_predictions(d: Tensor, temperature: float, spread: float) -> PredictionArrays:
-    """ProtoHead's outputs from its (classes, images) distances, in a few passes and no log per entry.
-
-    With a = logits - max (<= 0) and s = sum(exp a): p = exp(a) / s, the top
-    probability is 1 / s and the entropy is log s - sum(p * a), which stays
-    accurate when distances are large.
-    """
-    c, n = d.shape
-    if n == 0:
-        empty = np.zeros(0, dtype=np.float32)
-        return PredictionArrays(np.zeros((0, c), dtype=np.float32), empty, empty.copy(), empty.copy())
-    a = d.mul(-temperature)
-    a.sub_(a.amax(dim=0))
-    p = a.exp()
-    s = p.sum(dim=0)
-    p.div_(s)
-    entropy = s.log().sub_((p * a).sum(dim=0))
-    if c >= 2:
-        # Second-best probability: hide the best one (a == 0 there) and take the max again.
-        top1 = s.reciprocal()
-        second = p.masked_fill(a == 0, -1.0).amax(dim=0)
-        # Exact ties put a == 0 twice: the second best then equals the best.
-        ties = (a == 0).sum(dim=0) > 1
-        margin = torch.where(ties, torch.zeros_like(top1), top1 - second)
-    else:
-        margin = torch.ones(n)
-    ood = d.amin(dim=0).div_(spread)
-    probs = np.ascontiguousarray(p.numpy().T)  # images x classes, as the store keeps them
-    return PredictionArrays(probs, entropy.numpy(), margin.numpy(), ood.numpy())

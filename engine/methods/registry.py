@@ -1,18 +1,48 @@
-"""Method names -> classes, so the CLI, trainer and GUI never special-case one."""
+"""Method names -> classes, so the CLI, trainer, labeler and GUI never special-case one.
+
+A method is one file in this package with a :class:`MetaLearner` subclass; adding it
+to :data:`METHODS` (or calling :func:`register`, as tests do for a throwaway method)
+gives it ``fewshot train --method``, its options on the command line, labeling,
+export and the shared method test suite (tests/test_methods.py).
+"""
 from __future__ import annotations
+
+from typing import Any
 
 from torch import nn
 
 from engine.errors import FewShotError
 from engine.methods.base import MetaLearner
 from engine.methods.protonet import ProtoNet
+from engine.methods.uncertainty import check_provided
 
-METHODS: dict[str, type[MetaLearner]] = {"protonet": ProtoNet}
+METHODS: dict[str, type[MetaLearner]] = {}
 
 
-def build_method(name: str, backbone: nn.Module, **config) -> MetaLearner:
+def register(cls: type[MetaLearner]) -> type[MetaLearner]:
+    """Add a method (usable as a class decorator); its scores are checked against the registry."""
+    check_provided(cls.scores, cls.__name__)
+    METHODS[cls.name] = cls
+    return cls
+
+
+def unregister(name: str) -> None:
+    METHODS.pop(name, None)
+
+
+def method_class(name: str) -> type[MetaLearner]:
     try:
-        cls = METHODS[name]
+        return METHODS[name]
     except KeyError:
         raise FewShotError(f"unknown method '{name}'; available: {', '.join(sorted(METHODS))}") from None
-    return cls(backbone, **config)
+
+
+def build_method(name: str, backbone: nn.Module, config: dict[str, Any] | None = None, *,
+                 who: str = "the model") -> MetaLearner:
+    """A method around ``backbone`` with options ``config`` (model.json's method_config),
+    checked: unknown options or values of the wrong type are a FewShotError naming ``who``."""
+    cls = method_class(name)
+    return cls(backbone, cls.Config.from_dict(config, who))
+
+
+register(ProtoNet)

@@ -263,7 +263,8 @@ def is_onnx_spec(spec: str) -> bool:
 
 
 def onnx_meta(features: FeatureModel, prep: Preprocessing) -> dict[str, Any]:
-    return {"method": "protonet", "method_config": {"distance": "cosine"}, "backbone": "onnx",
+    return {"method": "protonet", "method_config": {"distance": "cosine", "learn_temperature": False},
+            "backbone": "onnx",
             "channels": prep.channels, "image_size": list(prep.size), "preprocessing": prep.to_dict(),
             # The input contract is part of the embedding function: other settings, other cache rows.
             "backbone_id": f"onnx:{features.digest[:24]}:{_prep_digest(prep)}:{features.taken_from}",

@@ -6,6 +6,7 @@ same weights as one that never stopped.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -59,7 +60,7 @@ class Trainer:
             self.val_sampler = EpisodeSampler(val_set, cfg.val_way, cfg.val_shot, cfg.val_query, seed=cfg.seed + 10_007)
         torch.manual_seed(cfg.seed)
         backbone = build_backbone(cfg.backbone, channels=channels, image_size=size)
-        self.learner = build_method(cfg.method, backbone, distance=cfg.distance).to(self.device)
+        self.learner = build_method(cfg.method, backbone, cfg.method_config, who="the method options").to(self.device)
         if self.device.type == "cpu":
             # oneDNN's convolutions run about 1.6x faster on channels-last weights here (docs/PERFORMANCE.md).
             self.learner.to(memory_format=torch.channels_last)
@@ -94,7 +95,7 @@ class Trainer:
 
     def meta(self, metrics: dict | None) -> dict:
         return {
-            "method": self.cfg.method, "method_config": self.learner.config(),
+            "method": self.cfg.method, "method_config": self.learner.saved_config().to_dict(),
             "backbone": self.cfg.backbone, "channels": self.channels, "image_size": self.size,
             "preprocessing": self.prep.to_dict(), "training": self.cfg.to_dict(),
             "validation": metrics, "episode": self.episode, "project_version": __version__,
@@ -132,14 +133,14 @@ class Trainer:
         self.learner.train()
         window: list[tuple[float, float]] = []
         t_last = time.perf_counter()
-        for ep in self.sampler.iter_from(self.episode, cfg.episodes - self.episode):
-            if self._stop:
+        batch = max(1, cfg.meta_batch)
+        # Outer step s uses episodes s*B .. s*B+B-1: a resumed run sees the same ones.
+        episodes = self.sampler.iter_from(self.episode * batch, (cfg.episodes - self.episode) * batch)
+        while self.episode < cfg.episodes and not self._stop:
+            tasks = [ep.to(self.device) for ep in itertools.islice(episodes, batch)]
+            if len(tasks) < batch:
                 break
-            ep = ep.to(self.device)
-            loss, stats = self.learner.meta_loss(ep)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            stats = self.learner.outer_step(tasks, self.optimizer)
             self.schedule.step()
             self.episode += 1
             window.append((stats["loss"], stats["acc"]))
@@ -155,6 +156,8 @@ class Trainer:
             if self.val_sampler is not None and cfg.val_every and self.episode % cfg.val_every == 0:
                 self.validate()
                 self._save_resume()
+        if hasattr(episodes, "close"):
+            episodes.close()
         stopped = self._stop and self.episode < cfg.episodes
         if self.val_sampler is not None and not stopped and (not self.history or self.history[-1]["episode"] != self.episode):
             self.validate()
