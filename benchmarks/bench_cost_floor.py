@@ -49,7 +49,7 @@ from bench_labeling import extract_omniglot, generate_photos, make_project  # no
 from engine.data.pixels import decode_into  # noqa: E402
 from engine.data.transforms import load_uint8  # noqa: E402
 from engine.labeling.embedder import available_cores  # noqa: E402
-from engine.labeling.onnx_runner import OnnxBackboneRunner, onnx_backbone_path  # noqa: E402
+from engine.labeling.runners import OnnxRunner, onnx_backbone_path  # noqa: E402
 from engine.labeling.store import Project  # noqa: E402
 from engine.model_store import LoadedModel, load_model  # noqa: E402
 
@@ -65,7 +65,7 @@ def cpu_per_item(fn: Callable[[], int], repeats: int) -> float:
 
 
 def forward_cost(model: LoadedModel, pixels: torch.Tensor, batch: int, repeats: int) -> float:
-    runner = OnnxBackboneRunner(model, onnx_backbone_path(model), batch)
+    runner = OnnxRunner(model, onnx_backbone_path(model), batch)
     runner.set_threads(1)
     batches = [pixels[k:k + batch] for k in range(0, len(pixels), batch)]
     runner(batches[0])  # warm-up

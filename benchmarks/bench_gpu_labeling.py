@@ -36,7 +36,8 @@ from bench_labeling import (bare_forward, decode_only, extract_omniglot, first_o
                             generate_photos, make_project, pipeline)
 from engine.data.decode_procs import processes_enabled  # noqa: E402
 from engine.data.transforms import load_uint8  # noqa: E402
-from engine.labeling.embedder import BackboneRunner, available_cores  # noqa: E402
+from engine.labeling.embedder import available_cores  # noqa: E402
+from engine.labeling.runners import TorchRunner  # noqa: E402
 from engine.model_store import load_model  # noqa: E402
 
 
@@ -49,7 +50,7 @@ def label(model, template: Path, work: Path) -> tuple[float, str, dict[str, tupl
 def bench(tmp: Path, name: str, spec: str, folder: Path, files: list[Path], examples: dict, device: str,
           repeats: int, compare_cpu: bool = True) -> dict:
     model = load_model(spec, device)
-    batch = BackboneRunner(model).batch_size
+    batch = TorchRunner(model).batch_size
     template = tmp / f"{name}.fewshot"
     make_project(template, examples, folder)
     pixels = torch.stack([load_uint8(f, model.preprocessing) for f in files])

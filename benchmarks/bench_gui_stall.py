@@ -201,7 +201,7 @@ def main() -> None:
     ap.add_argument("--scan-workers", type=int, help="threads that probe files while scanning (scan.probe_all)")
     args = ap.parse_args()
     if args.scan_workers:
-        import engine.labeling.store as store
+        import engine.labeling.store.images as store  # where the store calls it
         probe_all = store.probe_all
         store.probe_all = lambda paths, progress=None: probe_all(paths, progress, workers=args.scan_workers)
     from fewshot_gui import worker

@@ -51,9 +51,9 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from engine.data.transforms import load_uint8  # noqa: E402
-from engine.labeling.embedder import BackboneRunner, BatchDecoder, ImageItem, RunPlan  # noqa: E402
+from engine.labeling.embedder import BatchDecoder, ImageItem, RunPlan  # noqa: E402
 from engine.labeling.labeler import Labeler  # noqa: E402
-from engine.labeling.onnx_runner import OnnxBackboneRunner, choose_runner, onnx_backbone_path  # noqa: E402
+from engine.labeling.runners import OnnxRunner, TorchRunner, choose_runner, onnx_backbone_path  # noqa: E402
 from engine.labeling.store import Project  # noqa: E402
 from engine.methods.protonet import ProtoNet  # noqa: E402
 from engine.model_store import LoadedModel, load_model  # noqa: E402
@@ -119,8 +119,8 @@ def make_project(path: Path, examples: dict[str, list[Path]], folder: Path) -> N
 # ---------------------------------------------------------------- folder labeling
 
 def make_runner(model: LoadedModel, batch: int, backend: str):
-    return (BackboneRunner(model, batch) if backend == "torch"
-            else OnnxBackboneRunner(model, onnx_backbone_path(model), batch))
+    return (TorchRunner(model, batch) if backend == "torch"
+            else OnnxRunner(model, onnx_backbone_path(model), batch))
 
 
 def bare_forward(model: LoadedModel, pixels: torch.Tensor, batch: int, streams: int = 1,
@@ -194,7 +194,7 @@ def pipeline(model: LoadedModel, template: Path, work: Path, plan: RunPlan | Non
 def bench_folder(tmp: Path, name: str, spec: str, folder: Path, files: list[Path],
                  examples: dict[str, list[Path]], repeats: int, fixed_plans: bool) -> dict:
     model = load_model(spec)
-    batch = BackboneRunner(model).batch_size
+    batch = TorchRunner(model).batch_size
     template = tmp / f"{name}-template.fewshot"
     t0 = time.perf_counter()
     make_project(template, examples, folder)

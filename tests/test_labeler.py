@@ -15,8 +15,9 @@ from engine.data.pixels import decode_into
 from engine.data.preprocessing import Preprocessing
 from engine.data.transforms import load_uint8
 from engine.errors import FewShotError
-from engine.labeling.embedder import (BackboneRunner, BatchDecoder, ImageItem, RunPlan, embed_items,
+from engine.labeling.embedder import (BatchDecoder, ImageItem, RunPlan, embed_items,
                                       embed_missing)
+from engine.labeling.runners import TorchRunner
 from engine.labeling.labeler import Labeler, label_project, refresh_predictions
 from engine.labeling.progress import CancelToken, ProgressMeter
 from engine.labeling.scoring import CachedScorer, EmbeddingTable, PredictionArrays
@@ -116,7 +117,7 @@ def test_backbone_runner_halves_the_batch_on_out_of_memory():
     prep = Preprocessing(size=(28, 28), channels=1)
     backbone = _OutOfMemoryAbove(limit=20)
     model = LoadedModel("oom", ProtoNet(backbone), prep, {"backbone": "oom"})
-    runner = BackboneRunner(model, batch_size=64)
+    runner = TorchRunner(model, batch_size=64)
     pixels = torch.randint(0, 256, (100, 1, 28, 28), dtype=torch.uint8)
     z = runner(pixels)
     assert runner.batch_size == 16 and set(backbone.sizes) <= {16, 4}
@@ -147,14 +148,14 @@ def test_every_way_of_sharing_the_cores_caches_the_same_embeddings(tmp_path, cha
     threads = torch.get_num_threads()
     with new_project(tmp_path, characters) as project:
         items = [ImageItem(int(i), str(p), str(h)) for i, p, h in project.images_to_embed(omniglot_model.backbone_id)]
-        runner = BackboneRunner(omniglot_model, batch_size=16)
+        runner = TorchRunner(omniglot_model, batch_size=16)
         report = embed_items(project, omniglot_model, items, runner=runner, plan=plan)
         assert report.embedded == len(items) == WAY * 20 and report.plan == plan
         assert torch.get_num_threads() == threads
         hashes, z = project.get_embeddings(omniglot_model.backbone_id)
         path_of = {it.hash: it.path for it in items}
         pixels = torch.stack([load_uint8(path_of[h], omniglot_model.preprocessing) for h in hashes])
-        assert torch.allclose(torch.from_numpy(z), BackboneRunner(omniglot_model)(pixels), atol=1e-4)
+        assert torch.allclose(torch.from_numpy(z), TorchRunner(omniglot_model)(pixels), atol=1e-4)
 
 
 def test_a_first_run_measures_its_plan_while_running_a_stream_per_core(tmp_path, characters, omniglot_model,
@@ -162,7 +163,7 @@ def test_a_first_run_measures_its_plan_while_running_a_stream_per_core(tmp_path,
     monkeypatch.setattr(embedder_mod, "_PLANS", {})
     threads = torch.get_num_threads()
     seen_threads = set()
-    runner = BackboneRunner(omniglot_model, batch_size=8)
+    runner = TorchRunner(omniglot_model, batch_size=8)
     call = runner._run
     runner._run = lambda pixels: (seen_threads.add(torch.get_num_threads()), call(pixels))[1]
     with new_project(tmp_path, characters) as project:
@@ -186,7 +187,7 @@ def test_an_explicit_number_of_decode_workers_is_kept(tmp_path, characters, omni
     monkeypatch.setattr(embedder_mod, "ThreadPoolExecutor", recording)
     with new_project(tmp_path, characters) as project:
         items = [ImageItem(int(i), str(p), str(h)) for i, p, h in project.images_to_embed(omniglot_model.backbone_id)]
-        report = embed_items(project, omniglot_model, items, runner=BackboneRunner(omniglot_model, batch_size=8),
+        report = embed_items(project, omniglot_model, items, runner=TorchRunner(omniglot_model, batch_size=8),
                              workers=3)
         assert report.embedded == len(items)
     assert pools == [("decode", 3)]

@@ -16,7 +16,7 @@ from engine.data.preprocessing import Preprocessing
 from engine.data.transforms import load_uint8, normalize
 from engine.errors import FewShotError, ModelInputError
 from engine.labeling.labeler import Labeler
-from engine.labeling.onnx_runner import OnnxBackboneRunner, choose_runner, onnx_backbone_path
+from engine.labeling.runners import OnnxRunner, choose_runner, onnx_backbone_path
 from engine.labeling.store import Project
 from engine.model_store import describe, load_model
 from engine.models.onnx_features import prepare, remembered_preprocessing, suggested_preprocessing
@@ -75,7 +75,7 @@ def test_input_contract_is_asked_once_then_remembered(mobilenet):
     assert remembered_preprocessing(mobilenet) == IMAGENET
     again = load_model(str(mobilenet))
     assert again.preprocessing == IMAGENET and again.backbone_id == model.backbone_id
-    assert isinstance(choose_runner(again), OnnxBackboneRunner)
+    assert isinstance(choose_runner(again), OnnxRunner)
     info = describe(str(mobilenet))
     assert info["feature_dim"] == 1280 and info["preprocessing"]["size"] == [224, 224]
 

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-import engine.labeling.onnx_runner as onnx_runner
-from engine.labeling import backend_choice
+import engine.labeling.runners.choice as choice
+import engine.labeling.runners.onnx_runner as onnx_runner
+from engine.labeling.runners import remembered as backend_choice
 from engine.data.transforms import load_uint8
 from engine.errors import FewShotError
-from engine.labeling.embedder import BackboneRunner
 from engine.labeling.labeler import Labeler
-from engine.labeling.onnx_runner import OnnxBackboneRunner, choose_runner, onnx_backbone_path
+from engine.labeling.runners import OnnxRunner, TorchRunner, choose_runner, onnx_backbone_path
 from engine.labeling.store import Project
 from engine.model_store import load_model
 from labeling_data import extract_omniglot
@@ -46,17 +46,17 @@ def test_export_is_cached_and_matches_pytorch_on_real_images(model, characters):
     assert onnx_backbone_path(model) == path and path.stat().st_mtime_ns == mtime, "exported twice"
     files = [f for fs in characters.values() for f in fs]
     pixels = pixels_of(files, model)
-    ort_z = OnnxBackboneRunner(model, path, batch_size=16)(pixels)  # several sub-batches: dynamic batch
-    torch_z = BackboneRunner(model)(pixels)
+    ort_z = OnnxRunner(model, path, batch_size=16)(pixels)  # several sub-batches: dynamic batch
+    torch_z = TorchRunner(model)(pixels)
     assert ort_z.dtype == torch.float32 and ort_z.shape == torch_z.shape
     scale = torch_z.abs().max().item()
     assert (ort_z - torch_z).abs().max().item() <= 1e-4 * scale
-    one = OnnxBackboneRunner(model, path)(pixels[:1])  # batch of one
+    one = OnnxRunner(model, path)(pixels[:1])  # batch of one
     assert torch.allclose(one, ort_z[:1], atol=1e-4 * scale)
 
 
 def test_threads_follow_the_plan(model):
-    runner = OnnxBackboneRunner(model, onnx_backbone_path(model))
+    runner = OnnxRunner(model, onnx_backbone_path(model))
     pixels = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
     runner.set_threads(1)
     a = runner(pixels)
@@ -68,14 +68,14 @@ def test_threads_follow_the_plan(model):
 
 
 def test_choose_runner(model, monkeypatch):
-    assert isinstance(choose_runner(model, backend="torch"), BackboneRunner)
-    assert isinstance(choose_runner(model, backend="onnxruntime"), OnnxBackboneRunner)
+    assert isinstance(choose_runner(model, backend="torch"), TorchRunner)
+    assert isinstance(choose_runner(model, backend="onnxruntime"), OnnxRunner)
     with pytest.raises(FewShotError, match="unknown backend"):
         choose_runner(model, backend="tensorrt")
     # auto measures both once per machine and backbone, and keeps the faster
     stored = backend_choice.choice_file(onnx_backbone_path(model))
     stored.unlink(missing_ok=True)
-    monkeypatch.setattr(onnx_runner, "_choices", {})
+    monkeypatch.setattr(choice, "_choices", {})
     speeds = {"torch": 100.0, "onnxruntime": 300.0}
     measured = []
 
@@ -83,39 +83,39 @@ def test_choose_runner(model, monkeypatch):
         measured.append(runner.backend)
         return speeds[runner.backend]
 
-    monkeypatch.setattr(onnx_runner, "_throughput", throughput)
-    assert isinstance(choose_runner(model), OnnxBackboneRunner)
+    monkeypatch.setattr(choice, "_throughput", throughput)
+    assert isinstance(choose_runner(model), OnnxRunner)
     assert sorted(measured) == ["onnxruntime", "torch"]
     speeds["onnxruntime"] = 10.0
-    assert isinstance(choose_runner(model), OnnxBackboneRunner), "the choice is measured once per process"
-    monkeypatch.setattr(onnx_runner, "_choices", {})  # a new process on the same machine: read from disk
-    assert isinstance(choose_runner(model), OnnxBackboneRunner) and len(measured) == 2
+    assert isinstance(choose_runner(model), OnnxRunner), "the choice is measured once per process"
+    monkeypatch.setattr(choice, "_choices", {})  # a new process on the same machine: read from disk
+    assert isinstance(choose_runner(model), OnnxRunner) and len(measured) == 2
     entry = next(iter(json.loads(stored.read_text()).values()))
     assert entry["backend"] == "onnxruntime" and entry["images_per_s"] == {"torch": 100.0, "onnxruntime": 300.0}
 
     # Another machine (or other library versions) measures again.
-    monkeypatch.setattr(onnx_runner, "_choices", {})
+    monkeypatch.setattr(choice, "_choices", {})
     monkeypatch.setattr(backend_choice, "machine_fingerprint", lambda: "another machine")
     speeds["onnxruntime"] = 102.0  # within timing noise: PyTorch stays
-    assert isinstance(choose_runner(model), BackboneRunner) and len(measured) == 4
+    assert isinstance(choose_runner(model), TorchRunner) and len(measured) == 4
     assert len(json.loads(stored.read_text())) == 2, "each machine keeps its own answer"
 
     # A damaged file is ignored and rewritten.
     stored.write_text("{not json")
-    monkeypatch.setattr(onnx_runner, "_choices", {})
-    assert isinstance(choose_runner(model), BackboneRunner) and len(measured) == 6
+    monkeypatch.setattr(choice, "_choices", {})
+    assert isinstance(choose_runner(model), TorchRunner) and len(measured) == 6
     assert json.loads(stored.read_text())["another machine|" + f"{torch.get_num_threads()} threads|batch 256"]
     stored.unlink()  # the speeds above are made up: later tests measure the real ones
 
 
 def test_a_failed_export_falls_back_to_pytorch(model, monkeypatch, tmp_path):
     monkeypatch.setenv("FEWSHOT_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(onnx_runner, "_choices", {})
+    monkeypatch.setattr(choice, "_choices", {})
 
     def broken(*_args, **_kwargs):
         raise RuntimeError("exporter exploded")
     monkeypatch.setattr(onnx_runner, "_export", broken)
-    assert isinstance(choose_runner(model), BackboneRunner)
+    assert isinstance(choose_runner(model), TorchRunner)
     with pytest.raises(FewShotError, match="exporter exploded.*--backend torch"):
         choose_runner(model, backend="onnxruntime")
     assert not list((tmp_path / "cache" / "onnx").glob("*")), "a failed export leaves no file behind"
@@ -158,13 +158,13 @@ def test_pytorch_keeps_one_thread_while_onnxruntime_runs_the_backbone(model, cha
     # PyTorch only scores batches then; its idle threads would spin on the cores the
     # forward streams use. Its thread count comes back after the run.
     seen = []
-    call = OnnxBackboneRunner.__call__
+    call = OnnxRunner.__call__
 
     def recording(self, pixels):
         seen.append(torch.get_num_threads())
         return call(self, pixels)
 
-    monkeypatch.setattr(OnnxBackboneRunner, "__call__", recording)
+    monkeypatch.setattr(OnnxRunner, "__call__", recording)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -181,7 +181,7 @@ def test_pytorch_keeps_one_thread_while_onnxruntime_runs_the_backbone(model, cha
 
 def test_first_time_preparation_is_announced_as_a_stage(model, characters, tmp_path, monkeypatch):
     monkeypatch.setenv("FEWSHOT_CACHE_DIR", str(tmp_path / "fresh-cache"))  # nothing exported or timed yet
-    monkeypatch.setattr(onnx_runner, "_choices", {})
+    monkeypatch.setattr(choice, "_choices", {})
     stages = []
     with Project.create(tmp_path / "p.fewshot") as p:
         for name, files in characters.items():
@@ -196,7 +196,7 @@ def test_first_time_preparation_is_announced_as_a_stage(model, characters, tmp_p
     assert stages.index((busy[-1], 0, True)) < min(i for i, (s, _, _) in enumerate(stages) if s == "labeling")
 
     # The next process finds both on disk and says nothing about them.
-    monkeypatch.setattr(onnx_runner, "_choices", {})
+    monkeypatch.setattr(choice, "_choices", {})
     stages.clear()
     with Project.open(tmp_path / "p.fewshot") as p:
         p.clear_predictions()

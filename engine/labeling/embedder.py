@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -45,11 +44,10 @@ from torch import Tensor
 from engine.data.decode_procs import decode_rows_anywhere, processes_enabled, shared_pool
 from engine.data.pixels import check_preprocessing
 from engine.data.preprocessing import Preprocessing
-from engine.data.transforms import normalize
 from engine.labeling.progress import CancelToken, ProgressCallback, ProgressMeter
+from engine.labeling.runners import Runner, TorchRunner
 
 if TYPE_CHECKING:
-    from engine.labeling.onnx_runner import OnnxBackboneRunner
     from engine.labeling.store import Project
     from engine.model_store import LoadedModel
 
@@ -60,14 +58,8 @@ log = logging.getLogger(__name__)
 PREFETCH_BATCHES = 2
 # More decode threads than this add little: the Python half of decoding holds the GIL.
 MAX_DECODE_WORKERS = 4
-# Starting batch sizes by input size; halved on out-of-memory. On CPU bigger
-# batches stop paying off early (the arithmetic is already vectorised inside an
-# image); on a GPU they are what fills the device.
-SMALL_INPUT_PIXELS = 64 * 64 * 3
-CPU_BATCH = {"small": 256, "large": 32}
 # Forward streams while a first run measures its costs (see embed_items).
 MEASURING_STREAMS = 2
-GPU_BATCH = {"small": 1024, "large": 128}
 
 
 class ImageItem(NamedTuple):
@@ -110,17 +102,6 @@ def available_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return os.cpu_count() or 1
-
-
-def model_device(model: "LoadedModel") -> torch.device:
-    param = next(model.learner.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
-def default_batch_size(prep: Preprocessing, device: torch.device) -> int:
-    h, w = prep.size
-    size = "small" if h * w * prep.channels <= SMALL_INPUT_PIXELS else "large"
-    return (GPU_BATCH if device.type == "cuda" else CPU_BATCH)[size]
 
 
 class BatchDecoder:
@@ -255,89 +236,6 @@ class RunPlan:
         return cls(max(1, min(round(decode_cores), max_workers, cores)), 1, cores)
 
 
-def _is_out_of_memory(e: BaseException) -> bool:
-    if isinstance(e, torch.OutOfMemoryError):
-        return True
-    # The CPU allocator and MPS report exhaustion as a plain RuntimeError.
-    text = str(e)
-    return isinstance(e, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
-
-
-class BackboneRunner:
-    """Runs the model's backbone on uint8 batches: normalise, forward, float32 CPU embeddings.
-
-    Sub-batches of ``batch_size`` go through the backbone; on out-of-memory the
-    size is halved and the failed sub-batch retried, and the smaller size is kept.
-    """
-
-    def __init__(self, model: "LoadedModel", batch_size: int | None = None, channels_last: bool | None = None):
-        self.model = model
-        self.prep = model.preprocessing
-        self.device = model_device(model)
-        self.batch_size = batch_size or default_batch_size(self.prep, self.device)
-        # channels_last lets oneDNN skip layout reorders around every conv: 2.2x for
-        # Conv4 and 1.3x for Lite0 on CPU (docs/PERFORMANCE.md). GPUs choose their own.
-        self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
-        self.cpu_s = 0.0
-        self.images = 0
-        self.count_lock = threading.Lock()  # forward streams add to the two counts at once
-        if self.channels_last:
-            model.learner.to(memory_format=torch.channels_last)
-
-    backend = "torch"
-    prefers_streams = False  # PyTorch's own threads beat streams when decoding is cheap (docs/PERFORMANCE.md)
-
-    def get_threads(self) -> int:
-        return torch.get_num_threads()
-
-    def set_threads(self, n: int) -> None:
-        if torch.get_num_threads() != n:
-            torch.set_num_threads(n)
-
-    def _forward(self, pixels: Tensor) -> Tensor:
-        x = normalize(pixels.to(self.device, non_blocking=True), self.prep)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.model.learner.embed(x).float()
-
-    @torch.inference_mode()
-    def __call__(self, pixels: Tensor) -> Tensor:
-        cpu0 = time.thread_time()
-        threads = torch.get_num_threads()
-        try:
-            return self._run(pixels)
-        finally:
-            # PyTorch splits each op evenly over its threads, so this thread's CPU time
-            # times their number estimates the whole cost.
-            cpu = (time.thread_time() - cpu0) * (threads if self.device.type == "cpu" else 1)
-            with self.count_lock:
-                self.cpu_s += cpu
-                self.images += pixels.shape[0]
-
-    def _run(self, pixels: Tensor) -> Tensor:
-        out: list[Tensor] = []
-        start = 0
-        while start < pixels.shape[0]:
-            size = self.batch_size
-            try:
-                out.append(self._forward(pixels[start:start + size]).cpu())
-                start += size
-                continue
-            except Exception as e:
-                if not _is_out_of_memory(e) or size == 1:
-                    raise
-            # Outside the except block: the exception's traceback holds the failed
-            # batch's tensors until then, and the cache cannot release them before.
-            self.batch_size = size // 2
-            log.warning("out of memory with batch size %d on %s; retrying with %d", size, self.device,
-                        self.batch_size)
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-        if not out:
-            return torch.empty((0, 0), dtype=torch.float32)
-        return out[0] if len(out) == 1 else torch.cat(out)
-
-
 BatchCallback = Callable[[list[ImageItem], np.ndarray], None]
 
 # Plans measured in this process, by (backbone id, backend, device, threads, batch size):
@@ -353,7 +251,7 @@ def _finished(value: Tensor) -> Future:
 
 
 def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageItem], *,
-                runner: "BackboneRunner | OnnxBackboneRunner | None" = None, progress: ProgressCallback | None = None,
+                runner: "Runner | None" = None, progress: ProgressCallback | None = None,
                 cancel: CancelToken | None = None, on_batch: BatchCallback | None = None,
                 workers: int | None = None, plan: RunPlan | None = None, stage: str = "embedding") -> EmbedReport:
     """Embed ``items`` into the cache, one transaction per batch; bad files go to ``mark_errors``.
@@ -366,7 +264,7 @@ def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageI
     process-wide thread count follows the plan during the run and is restored
     after it: run one labeling job at a time.
     """
-    runner = runner or BackboneRunner(model)
+    runner = runner or TorchRunner(model)
     report = EmbedReport(total=len(items), batch_size=runner.batch_size)
     meter = ProgressMeter(stage, len(items), progress)
     meter.start()
@@ -504,6 +402,6 @@ def embed_missing(project: "Project", model: "LoadedModel", *, progress: Progres
                   cancel: CancelToken | None = None, batch_size: int | None = None,
                   workers: int | None = None) -> EmbedReport:
     """Fill the cache for every usable image of the project; what is cached already is not redone."""
-    runner = BackboneRunner(model, batch_size)
+    runner = TorchRunner(model, batch_size)
     return embed_items(project, model, items_to_embed(project, model), runner=runner, progress=progress,
                        cancel=cancel, workers=workers)

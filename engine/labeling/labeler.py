@@ -28,8 +28,8 @@ import torch
 
 from engine.data.transforms import normalize
 from engine.errors import FewShotError
-from engine.labeling.embedder import BackboneRunner, BatchDecoder, ImageItem, RunPlan, embed_items, items_to_embed
-from engine.labeling.onnx_runner import OnnxBackboneRunner, choose_runner
+from engine.labeling.embedder import BatchDecoder, ImageItem, RunPlan, embed_items, items_to_embed
+from engine.labeling.runners import Runner, TorchRunner, choose_runner
 from engine.labeling.progress import CancelToken, Progress, ProgressCallback, ProgressMeter
 from engine.labeling.scoring import CachedScorer, EmbeddingTable, PredictionArrays
 from engine.methods.base import Predictor
@@ -139,7 +139,7 @@ class Labeler:
         self.workers = workers
         self.plan = plan  # how labeling uses the cores; None: measured and chosen per run
         self.backend = backend  # the backbone's runtime: torch, onnxruntime, or auto (the faster)
-        self._runner: BackboneRunner | OnnxBackboneRunner | None = None
+        self._runner: Runner | None = None
         self._table: EmbeddingTable | None = None
         self._row_of_image: dict[int, int] = {}
         self._scorer: CachedScorer | None = None
@@ -337,7 +337,7 @@ class Labeler:
             log.warning("classes without a usable example are left out until they get one: %s", ", ".join(skipped))
         return class_ids, skipped
 
-    def _backbone(self, progress: ProgressCallback | None = None) -> BackboneRunner | OnnxBackboneRunner:
+    def _backbone(self, progress: ProgressCallback | None = None) -> Runner:
         if self._runner is None:
             def notify(text: str) -> None:
                 # A step with nothing to count: the app shows it as busy, the CLI prints it.
@@ -345,7 +345,7 @@ class Labeler:
                     progress(Progress(text, 0, 0, 0.0, None, 0.0, busy=True))
             # Methods that adapt the backbone run it in PyTorch (they need its weights' gradients).
             self._runner = (choose_runner(self.model, self.batch_size, self.backend, notify) if self.head_only
-                            else BackboneRunner(self.model, self.batch_size))
+                            else TorchRunner(self.model, self.batch_size))
         return self._runner
 
     def _invalidate(self) -> None:

@@ -1,16 +1,8 @@
-"""The labeler's backbone in onnxruntime, and the choice between it and PyTorch.
+"""The labeler's backbone in onnxruntime.
 
-On a CPU, onnxruntime runs some backbones much faster than PyTorch eager (it
-fuses batch norm and activations into the convolutions and plans memory once).
 The backbone is exported once per set of weights to the user cache
-(``$FEWSHOT_CACHE_DIR/onnx``), checked against PyTorch on the way, and the
-faster of the two backends is measured once per machine and backbone
-(:func:`choose_runner`): which one wins depends on the model and the machine
-(docs/PERFORMANCE.md).
-
-Both runners take uint8 batches and return float32 CPU embeddings, so the
-embedding cache never knows which one filled it; the check at export keeps
-them equal to about 1e-5 of the embeddings' scale.
+(``$FEWSHOT_CACHE_DIR/onnx``) and checked against PyTorch on the way, which keeps
+the two runners' embeddings equal to about 1e-5 of their scale.
 """
 from __future__ import annotations
 
@@ -24,7 +16,6 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,32 +26,26 @@ from torch import Tensor
 from engine.data.cache import default_cache_dir
 from engine.data.pixels import normalize_array
 from engine.errors import FewShotError
-from engine.labeling import backend_choice
-from engine.labeling.embedder import BackboneRunner, default_batch_size, model_device
+from engine.labeling.runners.base import default_batch_size
 
 if TYPE_CHECKING:
     from engine.model_store import LoadedModel
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch", "onnxruntime")
 OPSET = 18
 # The exported graph may differ from eager PyTorch by rounding only: beyond this
 # fraction of the embeddings' scale, something in the export went wrong.
 PARITY_TOLERANCE = 1e-4
-# onnxruntime is used by "auto" only when it is clearly faster: timing noise must
-# not flip the backend between runs.
-MIN_SPEEDUP = 1.05
 FORMAT_VERSION = 1  # bump when the export changes, so stale cached files are not reused
 
 _lock = threading.Lock()
-_choices: dict[tuple[str, int, int], str] = {}  # (exported file's stem, threads, batch) -> backend
 
 
-class OnnxBackboneRunner:
+class OnnxRunner:
     """Runs an exported backbone on uint8 batches: normalise, run, float32 CPU embeddings.
 
-    Has the interface ``embed_items`` uses on a :class:`BackboneRunner`: callable on a
+    Has the interface of :class:`engine.labeling.runners.base.Runner`: callable on a
     uint8 batch, ``batch_size``, ``device``, ``cpu_s``/``images`` and threads that a
     run plan sets. One session per thread count, made when first needed.
     """
@@ -209,68 +194,3 @@ def _export(backbone: torch.nn.Module, x: Tensor, path: Path) -> None:
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
-
-
-def _throughput(runner: Any, pixels: Tensor, repeats: int = 2) -> float:
-    runner(pixels)  # warm-up: first runs allocate and pick kernels
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        runner(pixels)
-        best = min(best, time.perf_counter() - t0)
-    return pixels.shape[0] / best
-
-
-def choose_runner(model: "LoadedModel", batch_size: int | None = None, backend: str = "auto",
-                  notify: Callable[[str], None] | None = None) -> Any:
-    """The runner labeling uses: PyTorch, onnxruntime, or (``auto``) the faster on this
-    machine, measured once per machine and backbone (kept beside the export, see
-    :mod:`engine.labeling.backend_choice`). A GPU model keeps PyTorch.
-
-    ``notify(text)`` is told before each slow first-time step (exporting: seconds
-    for a big backbone; timing both backends), so a user is not left waiting in silence."""
-    if backend not in BACKENDS:
-        raise FewShotError(f"unknown backend '{backend}'; use one of {', '.join(BACKENDS)}")
-    from engine.models.onnx_features import OnnxFeatures
-    if isinstance(model.learner.backbone, OnnxFeatures):  # an ONNX file already: nothing to export or compare
-        return OnnxBackboneRunner(model, model.learner.backbone.features.path, batch_size)
-    torch_runner = BackboneRunner(model, batch_size)
-    if backend == "torch" or (backend == "auto" and model_device(model).type != "cpu"):
-        return torch_runner
-    if model_device(model).type != "cpu":
-        raise FewShotError("the onnxruntime backend labels on the CPU; load the model on the CPU or use the torch backend")
-    try:
-        target = exported_backbone_file(model)
-        if notify is not None and not target.exists():
-            notify("preparing onnxruntime: exporting the backbone (once per model)")
-        ort_runner = OnnxBackboneRunner(model, onnx_backbone_path(model, target), batch_size)
-    except Exception as e:  # noqa: BLE001 - any export trouble: PyTorch labels as before
-        if backend == "onnxruntime":
-            raise FewShotError(f"cannot run this model's backbone in onnxruntime ({e}); use --backend torch") from e
-        log.warning("onnxruntime backend unavailable for %s (%s); labeling with PyTorch", model.name, e)
-        return torch_runner
-    if backend == "onnxruntime":
-        return ort_runner
-    # The file name holds the weights key: hashing the weights again (16 MB for Lite0) is not needed.
-    key = (ort_runner.path.stem, torch.get_num_threads(), torch_runner.batch_size)
-    stored_key = f"{key[1]} threads|batch {key[2]}"
-    with _lock:
-        choice = _choices.get(key)
-    if choice is None:
-        choice = backend_choice.recall(ort_runner.path, stored_key)
-    if choice is None:
-        if notify is not None:
-            notify("preparing onnxruntime: timing it against PyTorch (once per machine)")
-        prep = model.preprocessing
-        pixels = torch.randint(0, 256, (torch_runner.batch_size, prep.channels, *prep.size), dtype=torch.uint8)
-        speed_torch = _throughput(torch_runner, pixels)
-        speed_ort = _throughput(ort_runner, pixels)
-        choice = "onnxruntime" if speed_ort > MIN_SPEEDUP * speed_torch else "torch"
-        log.info("backbone %s: PyTorch %.0f images/s, onnxruntime %.0f: labeling with %s", model.name,
-                 speed_torch, speed_ort, choice)
-        backend_choice.remember(ort_runner.path, stored_key, choice, {"torch": speed_torch, "onnxruntime": speed_ort})
-    with _lock:
-        _choices[key] = choice
-    for r in (torch_runner, ort_runner):
-        r.cpu_s, r.images = 0.0, 0
-    return ort_runner if choice == "onnxruntime" else torch_runner
