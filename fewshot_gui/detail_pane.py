@@ -1,6 +1,7 @@
 """The selected image in detail: a larger preview, each class's probability as a bar,
-the uncertainty numbers (entropy, margin, mutual information, OOD score), and what
-people did to it (its label history, newest first)."""
+the uncertainty scores the model gives (the registry's, engine.methods.uncertainty;
+a score the model does not give is not shown), and what people did to it (its label
+history, newest first)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,6 +11,7 @@ from PySide6.QtCore import QRect, QSize, Qt
 from PySide6.QtGui import QColor, QPainter
 from PySide6.QtWidgets import QFormLayout, QFrame, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
+from engine.methods import uncertainty
 from fewshot_gui.label_history import history_html
 from fewshot_gui.thumbnails import ThumbnailLoader
 
@@ -75,8 +77,6 @@ def probability_rows(rec: Any, classes: list[Any]) -> list[tuple[str, str, float
              rec.status == "confirmed" and rec.label_class_id == c.id) for c in classes]
 
 
-def _num(value: float | None, fmt: str = "{:.3f}") -> str:
-    return "\u2014" if value is None else fmt.format(value)
 
 
 class DetailPane(QWidget):
@@ -95,16 +95,18 @@ class DetailPane(QWidget):
         self.name.setFont(font)
         self.label = QLabel(wordWrap=True)
         self.bars = ProbabilityBars()
-        self.entropy = QLabel()
-        self.margin = QLabel()
-        self.mutual_info = QLabel()
-        self.ood = QLabel()
         self.size = QLabel()
         numbers = QFormLayout()
-        numbers.addRow("Entropy", self.entropy)
-        numbers.addRow("Margin", self.margin)
-        numbers.addRow("Mutual info", self.mutual_info)
-        numbers.addRow("OOD score", self.ood)
+        self.numbers = numbers
+        # One row per registered score, shown only when the image has a value for it.
+        self.score_labels: dict[str, QLabel] = {}
+        for score in uncertainty.SCORES:
+            value = QLabel()
+            name = QLabel(score.label)
+            for w in (name, value):
+                w.setToolTip(score.description)
+            numbers.addRow(name, value)
+            self.score_labels[score.name] = value
         numbers.addRow("Size", self.size)
         self.history = QLabel(wordWrap=True, textFormat=Qt.TextFormat.RichText,
                               alignment=Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
@@ -137,20 +139,25 @@ class DetailPane(QWidget):
         if rec is None:
             self.preview.clear()
             self.preview.setText("Select an image")
-            for w in (self.name, self.label, self.entropy, self.margin, self.mutual_info, self.ood, self.size):
+            for w in (self.name, self.label, self.size, *self.score_labels.values()):
                 w.clear()
+            self._show_scores({})
             self.bars.set_rows([])
             return
         self.name.setText(Path(rec.path).name)
         self.name.setToolTip(rec.path)
         self.label.setText(describe_label(rec, {c.id: c for c in classes}))
         self.bars.set_rows(probability_rows(rec, classes))
-        self.entropy.setText(_num(rec.entropy))
-        self.margin.setText(_num(rec.margin))
-        self.mutual_info.setText(_num(rec.mutual_info))
-        self.ood.setText(_num(rec.ood_score))
-        self.size.setText(f"{rec.width} \u00d7 {rec.height} px" if rec.width else "\u2014")
+        self._show_scores(rec.scores if rec.error is None else {})
+        self.size.setText(f"{rec.width} \u00d7 {rec.height} px" if rec.width else "")
+        self.numbers.setRowVisible(len(self.score_labels), bool(rec.width))
         self._show_preview()
+
+    def _show_scores(self, scores: dict[str, float | None]) -> None:
+        for row, (name, label) in enumerate(self.score_labels.items()):
+            value = scores.get(name)
+            label.setText("" if value is None else f"{value:.3f}")
+            self.numbers.setRowVisible(row, value is not None)
 
     def _show_preview(self) -> None:
         rec = self.record

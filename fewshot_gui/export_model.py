@@ -21,9 +21,9 @@ BUNDLE_FILTER = "Bundle with labels and README (*.zip)"
 def can_export(window: Any) -> bool:
     """A project with classes and examples, and no long job running: the export adapts on
     the examples as they stand, and would otherwise wait behind a whole label run."""
-    if window.project is None or not window.classes or not window.progress.isHidden():
+    if window.project is None or not window.classes or window.labeling_jobs.kind is not None:
         return False
-    return any(card.example_paths for card in window.classes_panel.cards.values())
+    return window.state.has_examples
 
 
 def ask_target(window: Any) -> tuple[str, bool, bool] | None:
@@ -89,4 +89,4 @@ def export_model(window: Any, path: str | None = None, bundle: bool = False, for
     # The engine's export has no cancel point (it takes seconds).
     window.submit(f"Exporting model to {Path(path).name}",
                   lambda ctx, h: jobs.export_model(ctx, h, path, spec, bundle, force),
-                  done=done, cancellable=False)
+                  done=done, cancellable=False, kind="export")

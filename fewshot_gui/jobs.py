@@ -36,8 +36,11 @@ def start_engine(ctx: EngineContext, h: JobHandle) -> str:
     return ctx.device_text
 
 
-def load_model(ctx: EngineContext, h: JobHandle, spec: str, preprocessing: dict | None = None) -> str:
-    """``preprocessing`` (a ``Preprocessing.to_dict()``): an ONNX file's input size and
+def load_model(ctx: EngineContext, h: JobHandle, spec: str, preprocessing: dict | None = None) -> dict:
+    """Load a model for labeling; returns what the window shows of it: ``description``,
+    ``method`` and ``scores`` (the uncertainty scores its predictions carry).
+
+    ``preprocessing`` (a ``Preprocessing.to_dict()``): an ONNX file's input size and
     normalisation, as the user gave them; the engine remembers them for the file."""
     from engine.model_store import load_model as load
     from engine.runtime import pick_device
@@ -53,7 +56,8 @@ def load_model(ctx: EngineContext, h: JobHandle, spec: str, preprocessing: dict 
     ctx.model = model
     ctx.labeler = None
     meta = model.meta
-    return str(meta.get("description") or f"{meta.get('method')} on {meta.get('backbone')}")
+    return {"description": str(meta.get("description") or f"{meta.get('method')} on {meta.get('backbone')}"),
+            "method": model.learner.name, "scores": tuple(model.learner.scores)}
 
 
 def open_project(ctx: EngineContext, h: JobHandle, path: str, create: bool) -> tuple[Any, str | None]:

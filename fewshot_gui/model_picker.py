@@ -125,8 +125,12 @@ class ModelPicker(QObject):
             self.window.set_model(spec)
 
     def _combo_activated(self, index: int) -> None:
+        """The one handler of the toolbar combo: a model row loads it, a chooser row opens it."""
         chooser = self.window.model_box.itemData(index, CHOOSER_ROLE)
         if chooser is None:
+            spec = self.window.model_box.itemData(index)
+            if spec:
+                self._pick(spec)
             return
         self.show_current()  # the row is an action, not a model to show as chosen
         self._choosers[chooser][1]()

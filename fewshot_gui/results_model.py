@@ -33,15 +33,6 @@ IDS_MIME = "application/x-fewshot-image-ids"
 RecordRole = Qt.ItemDataRole.UserRole + 1
 IdRole = Qt.ItemDataRole.UserRole + 2
 
-# (label in the sort box, store sort key, descending)
-SORTS = (
-    ("Most uncertain first", "entropy", True),
-    ("Least confident first", "confidence", False),
-    ("Most confident first", "confidence", True),
-    ("Closest call first", "margin", False),
-    ("Most unusual (OOD) first", "ood", True),
-    ("Name", "name", False),
-)
 # (label in the status box, store status)
 STATUSES = (("All images", None), ("Predicted", "predicted"), ("Confirmed", "confirmed"),
             ("Not labeled yet", "unlabeled"), ("Unreadable", "error"))

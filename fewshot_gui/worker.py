@@ -62,6 +62,7 @@ class Job:
     failed: Callable[[str], None] | None = None
     id: int = 0
     cancellable: bool = True  # False: the engine has no cancel point (an export), so no Cancel is offered
+    kind: str = "job"  # what the job is, for the window: "labeling", "export", "model", ... ("quick" if quick)
 
 
 @dataclass
@@ -126,13 +127,19 @@ class EngineWorker(QThread):
 
     def submit(self, name: str, fn: Callable[[EngineContext, JobHandle], Any], *, quick: bool = False,
                done: Callable[[Any], None] | None = None, failed: Callable[[str], None] | None = None,
-               cancellable: bool = True) -> int:
-        job = Job(name, fn, quick, done, failed, next(self._ids), cancellable)
+               cancellable: bool = True, kind: str | None = None) -> int:
+        job = Job(name, fn, quick, done, failed, next(self._ids), cancellable,
+                  kind or ("quick" if quick else "job"))
         self._callbacks[job.id] = job
         with self._cv:
             self._jobs.append(job)
             self._cv.notify()
         return job.id
+
+    def kind(self, job_id: int) -> str | None:
+        """The kind a job (submitted, not yet delivered) was given, or None."""
+        job = self._callbacks.get(job_id)
+        return job.kind if job is not None else None
 
     def cancellable(self, job_id: int) -> bool:
         """Whether the job (submitted, not yet delivered) can be cancelled."""

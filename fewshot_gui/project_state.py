@@ -1,0 +1,116 @@
+"""The open project as the window knows it: its classes, examples, counts and undo text.
+
+All reads run in the project-reader thread (``fetch``); what comes back is announced
+with signals, and every part that shows some of it listens. Reads asked for while one
+is on its way are merged into one more read after it, so a burst of edits costs two
+reads, not one per edit.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+log = logging.getLogger(__name__)
+
+EXAMPLE_PATHS_SHOWN = 5  # as many as a class card shows
+Fetch = Callable[[Callable[[], Any], Callable[[Any], None], Callable[[str], None] | None], None]
+
+
+def read_counts(project: Any, class_id: int | None = None, status: str | None = None) -> dict[str, int]:
+    """Runs in the reader thread: the numbers for the status bar and the grid header."""
+    n = {s: project.count(status=s) for s in ("predicted", "confirmed", "error", "unlabeled")}
+    n["total"] = project.count()
+    n["shown"] = project.count(class_id=class_id, status=status)
+    return n
+
+
+def read_snapshot(project: Any, class_id: int | None, status: str | None) -> dict:
+    """Runs in the reader thread: what the panels show besides the grid."""
+    examples: dict[int, list[str]] = {}
+    for image_id, cid in project.examples():
+        paths = examples.setdefault(cid, [])
+        # Paths only for the thumbnails shown; the rest are counted.
+        paths.append(project.image(image_id).path if len(paths) < EXAMPLE_PATHS_SHOWN else "")
+    return {"classes": project.classes(), "examples": examples, "counts": read_counts(project, class_id, status),
+            "undo": project.undo_text(), "redo": project.redo_text()}
+
+
+class ProjectState(QObject):
+    """The main thread's view of the open project (see the module doc)."""
+
+    project_changed = Signal(object)  # the project, or None when closed
+    snapshot_changed = Signal(object)  # read_snapshot's dict, or None when closed
+    counts_changed = Signal(object)  # read_counts's dict
+
+    def __init__(self, fetch: Fetch, parent=None):
+        super().__init__(parent)
+        self.fetch = fetch
+        self.project: Any = None
+        self.classes: list[Any] = []
+        self.examples: dict[int, list[str]] = {}
+        self.counts: dict[str, int] = {}
+        self.undo_text: str | None = None
+        self.redo_text: str | None = None
+        self._pending = False
+        self._again: tuple[Any, Any] | None = None
+
+    @property
+    def has_examples(self) -> bool:
+        return any(self.examples.values())
+
+    def set_project(self, project: Any) -> None:
+        self.project = project
+        self.classes, self.examples, self.counts = [], {}, {}
+        self.undo_text = self.redo_text = None
+        self.project_changed.emit(project)
+
+    def reload(self, class_id: int | None = None, status: str | None = None) -> None:
+        """Read everything the panels show (``class_id``/``status``: the grid's filter)."""
+        project = self.project
+        if project is None:
+            self._apply(None, None)
+            return
+        if self._pending:
+            self._again = (class_id, status)
+            return
+        self._pending = True
+
+        def done(snap: Any) -> None:
+            self._pending = False
+            if project is self.project:
+                self._apply(project, snap)
+            if self._again is not None:
+                again, self._again = self._again, None
+                self.reload(*again)
+
+        def failed(message: str) -> None:
+            log.info("reload failed: %s", message)
+            done(None)
+
+        self.fetch(lambda: read_snapshot(project, class_id, status), done, failed)
+
+    def reload_counts(self, class_id: int | None = None, status: str | None = None) -> None:
+        project = self.project
+        if project is None:
+            return
+
+        def done(counts: Any) -> None:
+            if project is self.project and counts is not None:
+                self.counts = counts
+                self.counts_changed.emit(counts)
+
+        self.fetch(lambda: read_counts(project, class_id, status), done, None)
+
+    def _apply(self, project: Any, snap: dict | None) -> None:
+        if snap is None:
+            self.undo_text = self.redo_text = None
+            self.snapshot_changed.emit(None)
+            return
+        self.classes, self.examples = snap["classes"], snap["examples"]
+        self.undo_text, self.redo_text = snap["undo"], snap["redo"]
+        self.counts = snap["counts"]
+        self.snapshot_changed.emit(snap)
+        self.counts_changed.emit(snap["counts"])

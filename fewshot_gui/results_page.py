@@ -1,0 +1,172 @@
+"""The results page: the filter and sort row, the grid of tiles, and what to do when it is empty.
+
+The sort box is built from the uncertainty registry (engine.methods.uncertainty, which
+imports no torch): a sort for every score the current model provides, so a score a model
+does not give is not offered. The page emits what the person chose; the window decides
+what to read.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QMenu, QVBoxLayout, QWidget
+
+from engine.methods import uncertainty
+from fewshot_gui.results_model import STATUSES, ResultsModel
+from fewshot_gui.results_view import ResultsView
+from fewshot_gui.thumbnails import ThumbnailLoader
+
+# (label, store sort key, descending) around the registry's scores: the most uncertain
+# first leads, by name closes.
+CONFIDENCE_SORTS = (("Least confident first", "confidence", False), ("Most confident first", "confidence", True))
+NAME_SORT = ("Name", "name", False)
+
+
+def sort_choices(scores: tuple[str, ...] | None) -> list[tuple[str, str, bool]]:
+    """The sort box's entries for a model giving ``scores`` (None: the required ones)."""
+    given = [s for s in uncertainty.SCORES if s.name in (scores or uncertainty.REQUIRED)]
+    lead, rest = given[:1], given[1:]
+    return ([(s.sort_label, s.name, s.descending) for s in lead] + list(CONFIDENCE_SORTS)
+            + [(s.sort_label, s.name, s.descending) for s in rest] + [NAME_SORT])
+
+
+class ResultsPage(QWidget):
+    """Filters (class, status), sort, the grid and its count."""
+
+    filter_changed = Signal(object, object)  # class id or None, status or None
+    sort_changed = Signal(str, bool)  # store sort key, descending
+    assign_requested = Signal(object)  # a class id (or None: none of these) for the selected tiles
+    examples_requested = Signal(int, list)  # class id, image ids: make the selected tiles its examples
+
+    def __init__(self, results_model: ResultsModel, loader: ThumbnailLoader, parent=None):
+        super().__init__(parent)
+        self.results_model = results_model
+        self.grid = ResultsView(loader)
+        self.grid.setModel(results_model)
+        self.grid.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.grid.customContextMenuRequested.connect(self._grid_menu)
+        self.grid.installEventFilter(self)
+        self.classes: list[Any] = []
+        self.class_filter = QComboBox()
+        self.class_filter.setMinimumWidth(140)
+        self.status_filter = QComboBox()
+        for label, status in STATUSES:
+            self.status_filter.addItem(label, status)
+        self.sort_box = QComboBox()
+        self._sorts: list[tuple[str, str, bool]] = []
+        self.set_scores(None)
+        self.class_filter.currentIndexChanged.connect(self._filter_chosen)
+        self.status_filter.currentIndexChanged.connect(self._filter_chosen)
+        self.sort_box.currentIndexChanged.connect(self._sort_chosen)
+        self.grid_count = QLabel()
+        filters = QHBoxLayout()
+        filters.addWidget(QLabel("Show"))
+        filters.addWidget(self.class_filter)
+        filters.addWidget(self.status_filter)
+        filters.addSpacing(12)
+        filters.addWidget(QLabel("Sort"))
+        filters.addWidget(self.sort_box)
+        filters.addStretch(1)
+        filters.addWidget(self.grid_count)
+        self.empty_hint = QLabel()
+        self.empty_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_hint.setWordWrap(True)
+        self.empty_hint.setStyleSheet("color: palette(placeholder-text); font-size: 14px; padding: 30px;")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.addLayout(filters)
+        layout.addWidget(self.empty_hint)
+        layout.addWidget(self.grid, 1)
+
+    # ------------------------------------------------------------ what the person chose
+
+    def _filter_chosen(self) -> None:
+        self.filter_changed.emit(self.class_filter.currentData(), self.status_filter.currentData())
+
+    def current_sort(self) -> tuple[str, bool]:
+        """(store sort key, descending) of the sort shown."""
+        _label, key, descending = self._sorts[max(0, self.sort_box.currentIndex())]
+        return key, descending
+
+    def _sort_chosen(self) -> None:
+        if self._sorts:
+            self.sort_changed.emit(*self.current_sort())
+
+    # ------------------------------------------------------------ what the window shows
+
+    def set_scores(self, scores: tuple[str, ...] | None) -> None:
+        """Offer the sorts of the scores the current model provides; the chosen sort stays
+        when it is still offered."""
+        choices = sort_choices(scores)
+        if choices == self._sorts:
+            return
+        current = self._sorts[self.sort_box.currentIndex()][1:] if self._sorts else None
+        self._sorts = choices
+        self.sort_box.blockSignals(True)
+        self.sort_box.clear()
+        for label, key, _descending in choices:
+            score = uncertainty.BY_NAME.get(key)
+            self.sort_box.addItem(label, key)
+            if score is not None:
+                self.sort_box.setItemData(self.sort_box.count() - 1, score.description, Qt.ItemDataRole.ToolTipRole)
+        keys = [c[1:] for c in choices]
+        self.sort_box.setCurrentIndex(keys.index(current) if current in keys else 0)
+        self.sort_box.blockSignals(False)
+        if current is not None and current not in keys:
+            self._sort_chosen()
+
+    def set_classes(self, classes: list[Any]) -> None:
+        """The class filter lists the project's classes; a deleted class falls back to all."""
+        self.classes = list(classes)
+        current = self.class_filter.currentData()
+        self.class_filter.blockSignals(True)
+        self.class_filter.clear()
+        self.class_filter.addItem("All classes", None)
+        for c in classes:
+            self.class_filter.addItem(c.name, c.id)
+        i = self.class_filter.findData(current)
+        self.class_filter.setCurrentIndex(max(i, 0))
+        self.class_filter.blockSignals(False)
+        if i < 0 and current is not None:
+            self._filter_chosen()
+
+    def show_counts(self, counts: dict[str, int], has_classes: bool) -> None:
+        self.grid_count.setText(f"{counts['shown']:,} shown")
+        total = counts["total"]
+        if total == 0 and not has_classes:
+            text = ("Start with the classes: add a class on the left and drop a few example images on it.\n"
+                    "Then use \u201cAdd Folder to Label\u201d to label a whole folder.")
+        elif total == 0:
+            text = "Drop a few example images on each class, then use \u201cAdd Folder to Label\u201d."
+        else:
+            text = ""
+        self.empty_hint.setText(text)
+        self.empty_hint.setVisible(bool(text))
+
+    # ------------------------------------------------------------ grid input
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt override
+        # Digits in the grid assign a class to the selection, as in review mode.
+        if obj is self.grid and event.type() == event.Type.KeyPress:
+            key = event.key()
+            if Qt.Key.Key_1 <= key <= Qt.Key.Key_9 and not (event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier):
+                k = key - Qt.Key.Key_1
+                if k < len(self.classes) and self.grid.selected_ids():
+                    self.assign_requested.emit(self.classes[k].id)
+                return True
+        return super().eventFilter(obj, event)
+
+    def _grid_menu(self, pos) -> None:
+        ids = self.grid.selected_ids()
+        if not ids:
+            return
+        menu = QMenu(self)
+        for c in self.classes:
+            menu.addAction(f"Label as {c.name}", lambda cid=c.id: self.assign_requested.emit(cid))
+        menu.addAction("None of These Classes", lambda: self.assign_requested.emit(None))
+        menu.addSeparator()
+        add = menu.addMenu("Make Examples Of")
+        for c in self.classes:
+            add.addAction(c.name, lambda cid=c.id: self.examples_requested.emit(cid, ids))
+        menu.exec(self.grid.viewport().mapToGlobal(pos))
