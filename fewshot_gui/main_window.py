@@ -124,7 +124,7 @@ class MainWindow(WindowChrome, QMainWindow):
         self.results_page = ResultsPage(self.results_model, self.loader)
         page = self.results_page
         self.grid, self.sort_box, self.grid_count = page.grid, page.sort_box, page.grid_count
-        self.class_filter, self.status_filter = page.class_filter, page.status_filter
+        self.class_filter, self.status_filter, self.flag_filter = page.class_filter, page.status_filter, page.flag_filter
         page.filter_changed.connect(self._apply_filter)
         page.sort_changed.connect(self.results_model.set_sort)
         self.results_model.set_sort(*page.current_sort())  # the model starts in the order the box shows
@@ -329,7 +329,7 @@ class MainWindow(WindowChrome, QMainWindow):
         if self.project is None:
             return
         self.results_model.refresh()
-        self.state.reload_counts(self.results_model.class_id, self.results_model.status)
+        self.state.reload_counts(self.results_model.filters())
 
     def _show_counts(self, n: dict[str, int]) -> None:
         self.counts_label.setText(f"{n['total']:,} images \u00b7 {n['confirmed']:,} confirmed \u00b7 "
@@ -341,7 +341,7 @@ class MainWindow(WindowChrome, QMainWindow):
         """Re-read what the project holds (classes, examples, counts, undo text) in the
         reader thread, then refresh the grid, detail pane and review."""
         self.results_model.refresh()
-        self.state.reload(self.results_model.class_id, self.results_model.status)
+        self.state.reload(self.results_model.filters())
 
     def _apply_snapshot(self, snap: dict | None) -> None:
         if snap is None:
@@ -358,8 +358,8 @@ class MainWindow(WindowChrome, QMainWindow):
         self.reviewing.show_snapshot(snap)
         self.grid.viewport().update()
 
-    def _apply_filter(self, class_id: int | None, status: str | None) -> None:
-        self.results_model.set_filter(class_id, status)
+    def _apply_filter(self, class_id: int | None, status: str | None, flag: str | None) -> None:
+        self.results_model.set_filter(class_id, status, flag)
         self.reload()
 
     def _show_detail(self, image_id: int | None) -> None:

@@ -19,22 +19,23 @@ EXAMPLE_PATHS_SHOWN = 5  # as many as a class card shows
 Fetch = Callable[[Callable[[], Any], Callable[[Any], None], Callable[[str], None] | None], None]
 
 
-def read_counts(project: Any, class_id: int | None = None, status: str | None = None) -> dict[str, int]:
-    """Runs in the reader thread: the numbers for the status bar and the grid header."""
+def read_counts(project: Any, filters: dict | None = None) -> dict[str, int]:
+    """Runs in the reader thread: the numbers for the status bar and the grid header
+    (``filters``: the grid's, as ``Project.count`` keywords)."""
     n = {s: project.count(status=s) for s in ("predicted", "confirmed", "error", "unlabeled")}
     n["total"] = project.count()
-    n["shown"] = project.count(class_id=class_id, status=status)
+    n["shown"] = project.count(**(filters or {}))
     return n
 
 
-def read_snapshot(project: Any, class_id: int | None, status: str | None) -> dict:
+def read_snapshot(project: Any, filters: dict | None) -> dict:
     """Runs in the reader thread: what the panels show besides the grid."""
     examples: dict[int, list[str]] = {}
     for image_id, cid in project.examples():
         paths = examples.setdefault(cid, [])
         # Paths only for the thumbnails shown; the rest are counted.
         paths.append(project.image(image_id).path if len(paths) < EXAMPLE_PATHS_SHOWN else "")
-    return {"classes": project.classes(), "examples": examples, "counts": read_counts(project, class_id, status),
+    return {"classes": project.classes(), "examples": examples, "counts": read_counts(project, filters),
             "undo": project.undo_text(), "redo": project.redo_text()}
 
 
@@ -55,7 +56,7 @@ class ProjectState(QObject):
         self.undo_text: str | None = None
         self.redo_text: str | None = None
         self._pending = False
-        self._again: tuple[Any, Any] | None = None
+        self._again: dict | None = None
 
     @property
     def has_examples(self) -> bool:
@@ -67,14 +68,14 @@ class ProjectState(QObject):
         self.undo_text = self.redo_text = None
         self.project_changed.emit(project)
 
-    def reload(self, class_id: int | None = None, status: str | None = None) -> None:
-        """Read everything the panels show (``class_id``/``status``: the grid's filter)."""
+    def reload(self, filters: dict | None = None) -> None:
+        """Read everything the panels show (``filters``: the grid's, for its count)."""
         project = self.project
         if project is None:
             self._apply(None, None)
             return
         if self._pending:
-            self._again = (class_id, status)
+            self._again = dict(filters or {})
             return
         self._pending = True
 
@@ -84,15 +85,15 @@ class ProjectState(QObject):
                 self._apply(project, snap)
             if self._again is not None:
                 again, self._again = self._again, None
-                self.reload(*again)
+                self.reload(again)
 
         def failed(message: str) -> None:
             log.info("reload failed: %s", message)
             done(None)
 
-        self.fetch(lambda: read_snapshot(project, class_id, status), done, failed)
+        self.fetch(lambda: read_snapshot(project, filters), done, failed)
 
-    def reload_counts(self, class_id: int | None = None, status: str | None = None) -> None:
+    def reload_counts(self, filters: dict | None = None) -> None:
         project = self.project
         if project is None:
             return
@@ -102,7 +103,7 @@ class ProjectState(QObject):
                 self.counts = counts
                 self.counts_changed.emit(counts)
 
-        self.fetch(lambda: read_counts(project, class_id, status), done, None)
+        self.fetch(lambda: read_counts(project, filters), done, None)
 
     def _apply(self, project: Any, snap: dict | None) -> None:
         if snap is None:

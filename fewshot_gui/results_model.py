@@ -50,6 +50,7 @@ class ResultsModel(QAbstractListModel):
         self.project: Any = None
         self.class_id: int | None = None
         self.status: str | None = None
+        self.flag: str | None = None  # a score name: only images flagged by it
         self.sort = "name"
         self.descending = False
         self._count = 0
@@ -73,15 +74,19 @@ class ResultsModel(QAbstractListModel):
         self.endResetModel()
         self._request_count()
 
-    def set_filter(self, class_id: int | None, status: str | None) -> None:
-        if (class_id, status) != (self.class_id, self.status):
-            self.class_id, self.status = class_id, status
+    def set_filter(self, class_id: int | None, status: str | None, flag: str | None = None) -> None:
+        if (class_id, status, flag) != (self.class_id, self.status, self.flag):
+            self.class_id, self.status, self.flag = class_id, status, flag
             self.set_project(self.project)
 
     def set_sort(self, sort: str, descending: bool) -> None:
         if (sort, descending) != (self.sort, self.descending):
             self.sort, self.descending = sort, descending
             self.set_project(self.project)
+
+    def filters(self) -> dict[str, Any]:
+        """The filter as ``Project.query``/``count`` keywords."""
+        return {"class_id": self.class_id, "status": self.status, "flag": self.flag}
 
     def refresh(self) -> None:
         """Re-read after the project changed, keeping rows (and so selection and
@@ -103,8 +108,8 @@ class ResultsModel(QAbstractListModel):
         project, gen = self.project, self._generation
         if project is None:
             return
-        class_id, status = self.class_id, self.status
-        self.fetch(lambda: project.count(class_id=class_id, status=status), lambda n: self._count_arrived(gen, n))
+        filters = self.filters()
+        self.fetch(lambda: project.count(**filters), lambda n: self._count_arrived(gen, n))
 
     def _count_arrived(self, gen: int, new: int) -> None:
         if gen != self._generation or not isinstance(new, int):
@@ -126,7 +131,7 @@ class ResultsModel(QAbstractListModel):
             return
         self._requested.add(number)
         project, gen = self.project, self._generation
-        args = dict(class_id=self.class_id, status=self.status, sort=self.sort, descending=self.descending,
+        args = dict(**self.filters(), sort=self.sort, descending=self.descending,
                     offset=number * PAGE, limit=PAGE)
         self.fetch(lambda: project.query(**args), lambda page: self._page_arrived(gen, number, page))
 

@@ -34,7 +34,7 @@ def sort_choices(scores: tuple[str, ...] | None) -> list[tuple[str, str, bool]]:
 class ResultsPage(QWidget):
     """Filters (class, status), sort, the grid and its count."""
 
-    filter_changed = Signal(object, object)  # class id or None, status or None
+    filter_changed = Signal(object, object, object)  # class id, status, flag (a score name); None: any
     sort_changed = Signal(str, bool)  # store sort key, descending
     assign_requested = Signal(object)  # a class id (or None: none of these) for the selected tiles
     examples_requested = Signal(int, list)  # class id, image ids: make the selected tiles its examples
@@ -53,17 +53,21 @@ class ResultsPage(QWidget):
         self.status_filter = QComboBox()
         for label, status in STATUSES:
             self.status_filter.addItem(label, status)
+        self.flag_filter = QComboBox()
         self.sort_box = QComboBox()
         self._sorts: list[tuple[str, str, bool]] = []
+        self._flags: list[str | None] = []
         self.set_scores(None)
         self.class_filter.currentIndexChanged.connect(self._filter_chosen)
         self.status_filter.currentIndexChanged.connect(self._filter_chosen)
+        self.flag_filter.currentIndexChanged.connect(self._filter_chosen)
         self.sort_box.currentIndexChanged.connect(self._sort_chosen)
         self.grid_count = QLabel()
         filters = QHBoxLayout()
         filters.addWidget(QLabel("Show"))
         filters.addWidget(self.class_filter)
         filters.addWidget(self.status_filter)
+        filters.addWidget(self.flag_filter)
         filters.addSpacing(12)
         filters.addWidget(QLabel("Sort"))
         filters.addWidget(self.sort_box)
@@ -82,7 +86,8 @@ class ResultsPage(QWidget):
     # ------------------------------------------------------------ what the person chose
 
     def _filter_chosen(self) -> None:
-        self.filter_changed.emit(self.class_filter.currentData(), self.status_filter.currentData())
+        self.filter_changed.emit(self.class_filter.currentData(), self.status_filter.currentData(),
+                                 self.flag_filter.currentData())
 
     def current_sort(self) -> tuple[str, bool]:
         """(store sort key, descending) of the sort shown."""
@@ -96,8 +101,9 @@ class ResultsPage(QWidget):
     # ------------------------------------------------------------ what the window shows
 
     def set_scores(self, scores: tuple[str, ...] | None) -> None:
-        """Offer the sorts of the scores the current model provides; the chosen sort stays
-        when it is still offered."""
+        """Offer the sorts and flags of the scores the current model provides; the chosen
+        ones stay when they are still offered."""
+        self._set_flags(scores)
         choices = sort_choices(scores)
         if choices == self._sorts:
             return
@@ -115,6 +121,26 @@ class ResultsPage(QWidget):
         self.sort_box.blockSignals(False)
         if current is not None and current not in keys:
             self._sort_chosen()
+
+    def _set_flags(self, scores: tuple[str, ...] | None) -> None:
+        flags = [None] + [s.name for s in uncertainty.SCORES
+                          if s.flag is not None and s.name in (scores or uncertainty.REQUIRED)]
+        if flags == self._flags:
+            return
+        current = self.flag_filter.currentData()
+        self._flags = flags
+        self.flag_filter.blockSignals(True)
+        self.flag_filter.clear()
+        for name in flags:
+            score = uncertainty.BY_NAME.get(name) if name else None
+            self.flag_filter.addItem("Any certainty" if score is None else f"Only {score.flag_label}", name)
+            if score is not None:
+                self.flag_filter.setItemData(self.flag_filter.count() - 1, f"{score.flag_rule}: {score.description}",
+                                             Qt.ItemDataRole.ToolTipRole)
+        self.flag_filter.setCurrentIndex(max(0, self.flag_filter.findData(current)))
+        self.flag_filter.blockSignals(False)
+        if current is not None and current not in flags:
+            self._filter_chosen()
 
     def set_classes(self, classes: list[Any]) -> None:
         """The class filter lists the project's classes; a deleted class falls back to all."""

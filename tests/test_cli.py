@@ -59,6 +59,11 @@ def test_evaluate_episodes_json(tiny_model, omniglot_root, capsys):
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert 0 <= result["accuracy"] <= 1 and result["ci95"] > 0 and result["episodes"] == 20
+    for metric in ("ece", "nll", "brier"):
+        assert result[metric] >= 0 and result[f"{metric}_ci95"] > 0
+    assert main(["evaluate", "--model", str(tiny_model), "--dataset", "omniglot", "--data-root", str(omniglot_root),
+                 "--split", "evaluation", "--episodes", "10", "--query", "3"]) == 0
+    assert "calibration: ECE" in capsys.readouterr().out
 
 
 def test_evaluate_lake_runs(tiny_model, omniglot_root, tmp_path, capsys):

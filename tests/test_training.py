@@ -33,6 +33,24 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(omniglot_root, tm
         assert torch.equal(a[k], b[k]), k
 
 
+def test_a_meta_batch_resumes_exactly_and_learns_its_temperature(omniglot_root, tmp_path):
+    """Two episodes per outer step, a cosine head with its temperature learned: resumed
+    half-way, the weights (temperature included) equal an uninterrupted run's."""
+    kw = dict(meta_batch=2, method_config={"distance": "cosine"})
+    train(small_config(omniglot_root, tmp_path / "straight", **kw))
+    train(small_config(omniglot_root, tmp_path / "split", episodes=6, **kw))
+    train(small_config(omniglot_root, tmp_path / "split", **kw), resume_from=tmp_path / "split")
+    a = load_resume(tmp_path / "straight")["model"]
+    b = load_resume(tmp_path / "split")["model"]
+    assert "log_temperature" in a
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    meta = read_meta(tmp_path / "straight")
+    assert meta["method_config"]["learn_temperature"] is True
+    assert meta["method_config"]["temperature"] != 10.0  # learned (the best checkpoint's), not the start value
+    assert meta["training"]["meta_batch"] == 2
+
+
 def test_stop_request_saves_a_resumable_checkpoint(omniglot_root, tmp_path):
     events = []
     trainer = Trainer(small_config(omniglot_root, tmp_path, val_split=None), events.append)

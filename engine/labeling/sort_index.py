@@ -26,6 +26,7 @@ from typing import Iterable
 import numpy as np
 
 from engine.labeling.schema import METRIC_COLUMNS, STATUSES
+from engine.methods import uncertainty
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +89,11 @@ class SortIndex:
             loader.join()
 
     def order(self, conn: sqlite3.Connection, column: str, class_id: int | None, status: str | None,
-              descending: bool) -> np.ndarray:
+              descending: bool, flag: str | None = None) -> np.ndarray:
         """Ids of the images passing the filter, by ``column`` (ties by id, in the same
-        direction), then those without a value, by id."""
-        key = (column, class_id, status, descending)
+        direction), then those without a value, by id. ``flag``: only images past that
+        score's threshold (engine.methods.uncertainty)."""
+        key = (column, class_id, status, descending, flag)
         if key not in self._orders:
             if not self._loaded:
                 self._load(conn)
@@ -100,6 +102,11 @@ class SortIndex:
                 mask &= self._status == _STATUS_CODE[status]
             if class_id is not None:
                 mask &= self._class == class_id
+            if flag is not None:
+                score = uncertainty.score(flag)
+                values = self._metrics[:, METRIC_COLUMNS.index(score.name)]
+                with np.errstate(invalid="ignore"):
+                    mask &= values > score.flag if score.descending else values < score.flag
             ids = np.flatnonzero(mask)
             values = self._metrics[ids, METRIC_COLUMNS.index(column)]
             valued = ~np.isnan(values)

@@ -164,7 +164,7 @@ class ProtoNet(MetaLearner):
         return self.config.temperature
 
     def saved_config(self) -> ProtoNetConfig:
-        return replace(self.config, temperature=float(self.train_temperature),
+        return replace(self.config, temperature=float(torch.as_tensor(self.train_temperature).detach()),
                        learn_temperature=self.learn_temperature)
 
     def meta_loss(self, episode) -> tuple[Tensor, dict[str, float]]:

@@ -8,6 +8,7 @@ import numpy as np
 from engine.errors import ProjectError
 from engine.labeling import schema
 from engine.labeling.records import ImageRecord
+from engine.methods import uncertainty
 from engine.labeling.store.base import IN_CHUNK, locked
 from engine.labeling.store.status import IMAGE_COLUMNS, record_of
 
@@ -15,9 +16,11 @@ from engine.labeling.store.status import IMAGE_COLUMNS, record_of
 class QueriesPart:
     @locked
     def query(self, *, class_id: int | None = None, status: str | None = None, sort: str = "name",
-              descending: bool = False, offset: int = 0, limit: int = 100) -> list[ImageRecord]:
-        """One page of images. Filters: ``class_id`` (current label, human or model) and
-        ``status``. Sorts: name (path, ignoring case), confidence, entropy, margin,
+              descending: bool = False, offset: int = 0, limit: int = 100, flag: str | None = None
+              ) -> list[ImageRecord]:
+        """One page of images. Filters: ``class_id`` (current label, human or model),
+        ``status`` and ``flag`` (a score's name: only images past its threshold in
+        engine.methods.uncertainty, e.g. ``margin`` for close calls). Sorts: name (path, ignoring case), confidence, entropy, margin,
         mutual_info, ood; ties in the sort direction by id. Images without a value for the
         sort key (no prediction, or a method without mutual information) come last
         either way, in the order added."""
@@ -25,10 +28,10 @@ class QueriesPart:
             raise ProjectError(f"unknown sort {sort!r}; use one of {', '.join(schema.SORT_COLUMNS)}")
         if offset < 0 or limit < 0:
             raise ProjectError(f"a page needs offset >= 0 and limit >= 0 (got {offset}, {limit})")
-        where, params = self._filter(class_id, status)
+        where, params = self._filter(class_id, status, flag)
         col = schema.SORT_COLUMNS[sort]
         if col != "path":
-            ids = self._sort_index.order(self._conn, col, class_id, status, descending)[offset:offset + limit]
+            ids = self._sort_index.order(self._conn, col, class_id, status, descending, flag)[offset:offset + limit]
             return self._records_by_id(ids.tolist())
         d = "DESC" if descending else "ASC"
         # Name the index (schema._page_indexes): without statistics the planner may pick
@@ -42,8 +45,8 @@ class QueriesPart:
         return self._records(rows)
 
     @locked
-    def count(self, *, class_id: int | None = None, status: str | None = None) -> int:
-        where, params = self._filter(class_id, status)
+    def count(self, *, class_id: int | None = None, status: str | None = None, flag: str | None = None) -> int:
+        where, params = self._filter(class_id, status, flag)
         return self._conn.execute(f"SELECT count(*) FROM images {_where(where)}", params).fetchone()[0]
 
     def iter_images(self, chunk: int = 1000) -> Iterator[ImageRecord]:
@@ -61,8 +64,15 @@ class QueriesPart:
             yield from records
             last = records[-1].id
 
-    def _filter(self, class_id: int | None, status: str | None) -> tuple[list[str], list]:
+    def _filter(self, class_id: int | None, status: str | None, flag: str | None = None
+                ) -> tuple[list[str], list]:
         terms, params = [], []
+        if flag is not None:
+            try:
+                terms.append(uncertainty.flag_condition(flag))
+            except KeyError:
+                flags = [s.name for s in uncertainty.SCORES if s.flag is not None]
+                raise ProjectError(f"unknown flag {flag!r}; use one of {', '.join(flags)}") from None
         if status is not None:
             if status not in schema.STATUSES:
                 raise ProjectError(f"unknown status {status!r}; use one of {', '.join(schema.STATUSES)}")
