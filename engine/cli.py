@@ -274,6 +274,13 @@ def build_parser(methods: bool = True) -> argparse.ArgumentParser:
     add_predict_arguments(pr)
     pr.set_defaults(func=cmd_predict, needs_torch=False)
 
+    from engine.check_command import add_check_arguments, run_check  # no torch import
+    c = sub.add_parser("check", help="check that a project file is intact (or restore its backup)",
+                       description="SQLite's full integrity check of a project, read-only; --restore-backup puts "
+                                   "the backup kept at its last close in place of a damaged project.")
+    add_check_arguments(c)
+    c.set_defaults(func=run_check, needs_torch=False)
+
     i = sub.add_parser("info", help="what a model is and how it was trained")
     i.add_argument("model", help="checkpoint folder, or a bundled name: omniglot, photos")
     i.add_argument("--json", action="store_true")
@@ -297,6 +304,30 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # the edge: a disk, a path or a permission the commands did not foresee
+        print(f"error: {os_error_text(e)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except MemoryError:
+        print("error: this machine ran out of memory; use a smaller --batch-size, fewer images at once, or a "
+              "smaller model", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def os_error_text(e: OSError) -> str:
+    """One line for an OS error: what failed, on which file, and what to do."""
+    import errno
+    where = f" {e.filename}" if getattr(e, "filename", None) else ""
+    advice = {errno.ENOSPC: "the disk is full: free some space and run again",
+              errno.EDQUOT: "the disk quota is used up: free some space and run again",
+              errno.EROFS: "the disk is read-only: write somewhere else",
+              errno.EACCES: "permission denied: use a folder you can write to",
+              errno.EPERM: "not permitted: use a folder you can write to",
+              errno.ENAMETOOLONG: "a name in the path is longer than the file system allows: use a shorter one",
+              errno.ENOENT: "no such file or folder: check the path",
+              errno.EIO: "the disk reported an input/output error: check the disk"}.get(e.errno)
+    if advice is None:
+        return f"cannot use{where[:200]} ({e.strerror or e})"
+    return f"{advice}{' (' + where.strip()[:200] + ')' if where else ''}"
 
 
 if __name__ == "__main__":

@@ -49,5 +49,18 @@ class ProjectLockedError(ProjectError):
     """The project file is open in another process (or another window of this one)."""
 
 
+class EmptyProjectFileError(ProjectError):
+    """The file is empty (0 bytes): not a project yet. The app asks before making it one."""
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        super().__init__(f"{path} is an empty file (0 bytes), not a project: start a new project in it "
+                         "(the app asks), or delete it and create the project again")
+
+
+class DamagedProjectError(ProjectError):
+    """The project file fails SQLite's integrity check; the message says how to recover."""
+
+
 class ExportError(FewShotError):
     """Labels cannot be exported as asked (target exists, bad option, unwritable folder)."""

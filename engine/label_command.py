@@ -206,7 +206,7 @@ def class_counts(project) -> dict[str, dict[str, int]]:
 def run_label(args: argparse.Namespace) -> int:
     """The whole command; returns the exit status (bad input raises FewShotError)."""
     inputs = check_inputs(args)
-    from engine.export.labels import export_csv, export_folders
+    from engine.export.labels import ExportIncompleteError, export_csv, export_folders
     from engine.labeling.labeler import Labeler
     from engine.labeling.progress import CancelToken
     from engine.labeling.store import Project
@@ -214,12 +214,25 @@ def run_label(args: argparse.Namespace) -> int:
     from engine.runtime import describe_device, pick_device
 
     device = pick_device(args.device)
-    model = load_model(args.model, device, onnx_preprocessing(args))
+    prep = onnx_preprocessing(args)
+    # An existing project is opened (and its lock taken) before the model loads, which
+    # takes seconds: a project open elsewhere is refused at once. A new one is created
+    # only once the model has loaded, so a bad --model leaves no empty project behind.
+    if Project.exists(inputs.project):
+        project = Project.open(inputs.project)
+        try:
+            model = load_model(args.model, device, prep)
+        except BaseException:
+            project.close()
+            raise
+    else:
+        model = load_model(args.model, device, prep)
+        project = Project.open(inputs.project, create=True)
     bars = ProgressBars(enabled=not args.json or sys.stderr.isatty())
     cancel = CancelToken()
     previous = {sig: signal.signal(sig, lambda *_: cancel.cancel()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with Project.open(inputs.project, create=True) as project:
+        with project:
             intake = add_examples(project, inputs)
             scan = project.add_images([inputs.images], recursive=True, progress=bars.scan)
             bars.close()
@@ -227,15 +240,21 @@ def run_label(args: argparse.Namespace) -> int:
             summary = labeler.label(progress=bars.label, cancel=cancel)
             bars.close()
             exports: dict[str, Any] = {}
+            incomplete: ExportIncompleteError | None = None
             if not summary.cancelled:
                 if inputs.export_csv is not None:
                     rep = export_csv(project, inputs.export_csv)
                     exports["csv"] = {"path": str(rep.path), "rows": rep.written}
                 if inputs.export_folder is not None:
-                    rep = export_folders(project, inputs.export_folder, link=inputs.link, include_predictions=True,
-                                         min_confidence=args.min_confidence)
+                    try:
+                        rep = export_folders(project, inputs.export_folder, link=inputs.link,
+                                             include_predictions=True, min_confidence=args.min_confidence)
+                    except ExportIncompleteError as e:
+                        rep, incomplete = e.report, e
                     exports["folder"] = {"path": str(rep.path), "files": rep.written, "link": inputs.link,
-                                         "skipped": [{"path": p, "reason": r} for p, r in rep.skipped]}
+                                         "skipped": [{"path": p, "reason": r} for p, r in rep.skipped],
+                                         "failed": [{"path": p, "reason": r} for p, r in rep.failed],
+                                         "written": rep.files if incomplete is not None else None}
             result = {
                 "project": str(project.path),
                 "model": args.model,
@@ -263,6 +282,8 @@ def run_label(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     print(json.dumps(result, ensure_ascii=False) if args.json else format_summary(result))
+    if incomplete is not None:
+        raise incomplete  # after the summary, which lists what was written: exit status 2
     return EXIT_OK if result["finished"] else EXIT_INTERRUPTED
 
 
@@ -286,6 +307,9 @@ def format_summary(r: dict[str, Any]) -> str:
     for kind, e in r["exports"].items():
         lines.append(f"exported {kind}: {e['path']}")
         if e.get("skipped"):
-            lines.append(f"  {len(e['skipped'])} files not written (already there, or refused):")
+            lines.append(f"  {len(e['skipped'])} files left alone (already there, or their source is gone):")
             lines += [f"    {s['path']}: {s['reason']}" for s in e["skipped"]]
+        if e.get("failed"):
+            lines.append(f"  {len(e['failed'])} files could not be written; {e['files']} were:")
+            lines += [f"    {p}" for p in e.get("written") or []]
     return "\n".join(lines)

@@ -52,8 +52,50 @@ def photos_meta() -> dict[str, Any]:
 
 def build_learner(meta: dict[str, Any]) -> MetaLearner:
     from engine.models.registry import build_backbone
-    backbone = build_backbone(meta["backbone"], channels=int(meta["channels"]), image_size=int(meta["image_size"]))
+    channels, size = _checked_shape(meta)
+    if not isinstance(meta.get("method"), str) or not isinstance(meta.get("backbone"), str):
+        raise CheckpointError("the model's model.json names its method and backbone with something other than text; "
+                              "it was not written by this program")
+    if meta.get("method_config") is not None and not isinstance(meta["method_config"], dict):
+        raise CheckpointError("the model's model.json has a method_config that is not an object")
+    backbone = build_backbone(meta["backbone"], channels=channels, image_size=size)
     return build_method(meta["method"], backbone, meta.get("method_config"), who="the model's model.json")
+
+
+def _checked_shape(meta: dict[str, Any]) -> tuple[int, int]:
+    """(channels, image size) from model.json, refusing what no image model has."""
+    from engine.data.pixels import MAX_INPUT_SIDE
+    channels, size = meta.get("channels"), meta.get("image_size")
+    if isinstance(size, list) and len(size) == 2 and size[0] == size[1]:
+        size = size[0]
+    if not (isinstance(channels, int) and channels in (1, 3)):
+        raise CheckpointError(f"the model's model.json says {channels!r} image channels; only 1 or 3 exist")
+    if not (isinstance(size, int) and not isinstance(size, bool) and 1 <= size <= MAX_INPUT_SIDE):
+        raise CheckpointError(f"the model's model.json asks for {size!r}-pixel inputs; image models take 1 to "
+                              f"{MAX_INPUT_SIDE}: the file is damaged or not this program's")
+    return channels, size
+
+
+def weights_digest(learner: MetaLearner, prep: Preprocessing) -> str:
+    """Identifies what the backbone computes: its weights' content and the preprocessing
+    in front of it. Cached embeddings are keyed by it, so weights changed in place (a
+    model folder trained again) are never served embeddings of the old ones."""
+    import hashlib
+    import json
+    h = hashlib.sha256(json.dumps(prep.to_dict(), sort_keys=True).encode())
+    for name, t in sorted(learner.backbone.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def check_finite(learner: MetaLearner, where: str) -> None:
+    bad = [name for name, t in learner.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise CheckpointError(f"the weights in {where} hold NaN or infinite values ({', '.join(bad[:3])}"
+                              f"{' ...' if len(bad) > 3 else ''}): the model is damaged; train it again or copy it "
+                              "from where it came from")
 
 
 def model_folder(spec: str) -> Path | None:
@@ -86,16 +128,24 @@ def load_model(spec: str, device: torch.device | str = "cpu", preprocessing: Pre
         try:
             learner.load_state_dict(state)
         except RuntimeError as e:
-            raise CheckpointError(f"the weights in {folder} do not fit a {meta['method']}/{meta['backbone']} model: {e}") from e
-        meta.setdefault("backbone_id", f"{meta['backbone']}:{folder.resolve()}")
+            raise CheckpointError(f"the weights in {folder} do not fit a {meta['method']}/{meta['backbone']} model: "
+                                  f"{str(e).splitlines()[0]}") from None
+        check_finite(learner, str(folder))
+    try:
+        prep = Preprocessing.from_dict(meta["preprocessing"])
+        from engine.data.pixels import check_preprocessing
+        check_preprocessing(prep)
+        if prep.channels != int(meta["channels"]):
+            raise ValueError(f"{prep.channels} channels for a {meta['channels']}-channel backbone")
+    except (KeyError, TypeError, ValueError, IndexError, FewShotError) as e:
+        raise CheckpointError(f"model {spec} has an unusable preprocessing entry ({e}); the model file is damaged "
+                              "or not this program's") from None
+    # What the backbone computes, by content (path names say nothing about retrained weights).
+    meta["backbone_id"] = f"{meta['backbone']}:{weights_digest(learner, prep)}"
     learner.to(device).eval()
     if torch.device(device).type == "cpu":
         # oneDNN convolutions are faster on channels-last weights (docs/PERFORMANCE.md).
         learner.to(memory_format=torch.channels_last)
-    try:
-        prep = Preprocessing.from_dict(meta["preprocessing"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"model {spec} has an unreadable preprocessing entry: {e}") from e
     return LoadedModel(spec, learner, prep, meta)
 
 

@@ -93,14 +93,54 @@ def _describe(model: str | bytes | Path) -> str:
     return "<model bytes>" if isinstance(model, (bytes, bytearray, memoryview)) else str(model)
 
 
-def make_session(model: str | bytes | Path, *, threads: int | None = None,
-                 prefer_gpu: bool = True) -> tuple["onnxruntime.InferenceSession", str]:
+#: Declared tensor bytes past which a file is no image model of ours but an allocation bomb.
+MAX_MODEL_BYTES = 4 << 30
+
+
+def check_self_contained(model: bytes | Path, name: str) -> None:
+    """Refuse a model that is not one self-contained file: tensors whose data lives in
+    external files (onnxruntime would read them relative to the current folder when the
+    model comes as bytes, and anywhere a crafted path points), and declared tensor sizes
+    that add up past :data:`MAX_MODEL_BYTES`. Exports of this program are always one file."""
+    import onnx
+    from onnx import external_data_helper, helper
+
+    try:
+        proto = (onnx.load_model_from_string(bytes(model)) if isinstance(model, (bytes, bytearray, memoryview))
+                 else onnx.load(str(model), load_external_data=False))
+    except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError and friends
+        raise ModelInputError(f"{name} is not an ONNX model ({type(e).__name__}); give a .onnx file made by "
+                              "'fewshot export'") from None
+    total = 0
+    for tensor in external_data_helper._get_all_tensors(proto):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            raise ModelInputError(f"{name} keeps tensor data in external files; exported models are one "
+                                  "self-contained file and this one is not, so it was refused (its data could be "
+                                  "read from anywhere). Export the model again")
+        count = 1
+        for d in tensor.dims:
+            count *= max(int(d), 0)
+        try:
+            itemsize = helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+        except (KeyError, TypeError, ValueError):
+            itemsize = 8
+        total += count * itemsize
+        if total > MAX_MODEL_BYTES:
+            raise ModelInputError(f"{name} declares tensors of more than {MAX_MODEL_BYTES >> 30} GiB; it is no "
+                                  "model of this program and was refused before anything was allocated")
+
+
+def make_session(model: str | bytes | Path, *, threads: int | None = None, prefer_gpu: bool = True,
+                 self_contained: bool = False) -> tuple["onnxruntime.InferenceSession", str]:
     """Open ``model`` (a path or the file's bytes); returns ``(session, provider)``.
 
     ``provider`` is the one the session really runs on: ``CUDAExecutionProvider`` when
     ``prefer_gpu``, onnxruntime offers CUDA and a session gets it (with TF32 off, so
     results match the CPU's float32 ones); else ``CPUExecutionProvider``. ``threads``:
     intra-op threads (None: onnxruntime's default, one per physical core).
+
+    ``self_contained``: first refuse a file with external data or absurd tensor sizes
+    (:func:`check_self_contained`): for models from outside, such as ``fewshot predict``'s.
 
     Raises :class:`ModelInputError` when the file is missing or not a model onnxruntime
     can load.
@@ -117,6 +157,8 @@ def make_session(model: str | bytes | Path, *, threads: int | None = None,
         if path.is_dir():
             raise ModelInputError(f"{path} is a folder; give the .onnx file")
         source = str(path)
+    if self_contained:
+        check_self_contained(source if isinstance(source, bytes) else Path(source), _describe(model))
 
     if prefer_gpu and _prepare_cuda(ort):
         ort.set_default_logger_severity(4)  # the "cannot load CUDA" errors are expected here

@@ -21,3 +21,16 @@ def export_target(out: str | Path, bundle: bool) -> Path:
     if bundle and path.suffix.lower() != ".zip":
         path = path.with_suffix(".zip") if path.suffix else path.with_name(path.name + ".zip")
     return path
+
+
+DATA_ENV = "FEWSHOT_DATA_DIR"
+
+
+def default_data_dir() -> Path:
+    """``$FEWSHOT_DATA_DIR`` if set, else the platform's user data folder (project backups live there)."""
+    import os
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env)
+    from platformdirs import user_data_dir
+    return Path(user_data_dir("fewshot-labeler"))

@@ -145,8 +145,16 @@ def open_model(model: str | Path, *, threads: int | None = None,
                                   "written by 'fewshot export --bundle'") from None
         except (zipfile.BadZipFile, OSError) as e:
             raise ModelInputError(f"cannot read the bundle {path} ({e}); export it again") from None
-    session, provider = make_session(source, threads=threads, prefer_gpu=prefer_gpu)
+    session, provider = make_session(source, threads=threads, prefer_gpu=prefer_gpu, self_contained=True)
     contract = read_contract(session)
+    outputs = [o.name for o in session.get_outputs()]
+    if "probs" not in outputs:
+        raise ModelInputError(f"{path} has no 'probs' output (it has {outputs}); it is not a model made by "
+                              "'fewshot export'. Export the model again")
+    width = session.get_outputs()[outputs.index("probs")].shape
+    if len(width) != 2 or (isinstance(width[1], int) and width[1] != len(contract["class_names"])):
+        raise ModelInputError(f"{path}: its 'probs' output is shaped {width} but it names "
+                              f"{len(contract['class_names'])} classes; export the model again")
     try:
         prep = Preprocessing.from_dict(contract["preprocessing"])
         check_preprocessing(prep)
@@ -205,15 +213,42 @@ def predict_images(session: "onnxruntime.InferenceSession", class_names: list[st
                     good.append((path, arr))
             if good:
                 x = normalize_array(np.stack([a for _, a in good]), prep)
-                probs, *values = session.run(["probs", *scores], {"pixels": x})
+                probs, values = run_checked(session, x, scores, len(class_names))
                 top = probs.argmax(axis=1)
+                finite = np.isfinite(probs).all(axis=1)
                 for k, (path, _) in enumerate(good):
+                    if not finite[k]:
+                        errors.append((str(path), "the model gave NaN or infinite probabilities for it"))
+                        continue
                     results.append(PredictedImage(str(path), class_names[int(top[k])], float(probs[k, top[k]]),
                                                   probs[k].astype(np.float64),
                                                   {n: float(v[k]) for n, v in zip(scores, values)}))
             if progress is not None:
                 progress(len(chunk))
     return results, errors
+
+
+def run_checked(session: "onnxruntime.InferenceSession", x: np.ndarray, scores: tuple[str, ...],
+                classes: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One batch through the session, its outputs checked against the contract: a model
+    that fails, or gives outputs of other shapes, is a ModelInputError (never truncated)."""
+    try:
+        probs, *values = session.run(["probs", *scores], {"pixels": x})
+    except MemoryError:
+        raise ModelInputError("the model asked for more memory than this machine has while running; it is "
+                              "not a model this program made") from None
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types (Fail, RuntimeException ...)
+        raise ModelInputError(f"onnxruntime could not run the model ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:300] if str(e) else ''}); export it again") from None
+    n = x.shape[0]
+    if probs.shape != (n, classes):
+        raise ModelInputError(f"the model gave probabilities shaped {tuple(probs.shape)} for {n} images of "
+                              f"{classes} classes; it does not fit its own class list, export it again")
+    for name, v in zip(scores, values):
+        if v.shape != (n,):
+            raise ModelInputError(f"the model's {name} output is shaped {tuple(v.shape)} for {n} images; "
+                                  "export it again")
+    return probs, values
 
 
 def write_csv(fh: TextIO, result: PredictResult) -> None:

@@ -10,6 +10,8 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # Exported backbones and dataset caches of a test run stay out of the user's cache.
 os.environ.setdefault("FEWSHOT_CACHE_DIR", tempfile.mkdtemp(prefix="fewshot-test-cache-"))
+# Project backups (engine/labeling/store/backup.py) likewise.
+os.environ.setdefault("FEWSHOT_DATA_DIR", tempfile.mkdtemp(prefix="fewshot-test-data-"))
 
 from engine.runtime import tune_cpu_allocator  # noqa: E402
 

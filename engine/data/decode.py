@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import stat
 import struct
 import zlib
 from collections.abc import Iterator
@@ -93,11 +94,22 @@ def _decoded(source: str | Path | bytes, max_pixels: int, draft_size: tuple[int,
         yield pair
 
 
+def open_no_wait(path: str | Path) -> BinaryIO:
+    """Open for reading without blocking: opening a FIFO (named like an image) the
+    ordinary way waits forever for a writer; this returns at once, and the caller's
+    fstat then tells a regular file from the rest."""
+    return open(path, "rb", opener=nonblocking_opener)  # noqa: SIM115 - the caller closes it
+
+
+def nonblocking_opener(path: str, flags: int) -> int:
+    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+
+
 def _open_checked(source: str | Path, label: str) -> BinaryIO:
     # The common case costs one open and one fstat; only a failure pays for the
     # checks that tell the user which of the reasons it was.
     try:
-        fh = open(source, "rb")  # noqa: SIM115 - the caller closes it
+        fh = open_no_wait(source)
     except OSError:
         _explain_unreadable(Path(source), label)
         raise  # _explain_unreadable always raises; this keeps type checkers calm
@@ -106,6 +118,9 @@ def _open_checked(source: str | Path, label: str) -> BinaryIO:
     except OSError:
         fh.close()
         raise
+    if not stat.S_ISREG(st.st_mode):
+        fh.close()
+        raise ImageDecodeError(label, "not a regular file (a pipe, device or socket); remove it from the folder")
     if st.st_size == 0:
         fh.close()
         raise ImageDecodeError(label, "the file is empty (0 bytes); re-copy or re-download it")

@@ -7,6 +7,8 @@ its tensors from these same functions.
 """
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +25,19 @@ RESIZE_RULES = ("stretch", "shorter_side_center_crop")
 _RESAMPLE = Image.Resampling.BILINEAR
 
 
+#: The largest input side a model may ask for: bigger ones are no image model's, and a
+#: crafted file asking for 1e9 pixels would make every batch a 140 GiB allocation.
+MAX_INPUT_SIDE = 4096
+
+
 def check_preprocessing(prep: Preprocessing) -> None:
     """Refuse a contract these transforms cannot honour (e.g. from a foreign model file)."""
     h, w = prep.size
     if h <= 0 or w <= 0:
         raise FewShotError(f"preprocessing size must be positive, got {prep.size}")
+    if h > MAX_INPUT_SIDE or w > MAX_INPUT_SIDE:
+        raise FewShotError(f"preprocessing asks for {h}x{w} pixel inputs; image models take at most "
+                           f"{MAX_INPUT_SIDE} on a side: the model file is damaged or not an image model")
     if prep.channels not in (1, 3):
         raise FewShotError(f"preprocessing asks for {prep.channels} channels; only 1 (gray) or 3 (RGB) exist")
     if prep.resize not in RESIZE_RULES:
@@ -37,6 +47,8 @@ def check_preprocessing(prep: Preprocessing) -> None:
     for label, values in (("mean", prep.mean), ("std", prep.std)):
         if len(values) not in (1, prep.channels):
             raise FewShotError(f"preprocessing {label} has {len(values)} values for {prep.channels} channels")
+    if not all(math.isfinite(v) for v in (*prep.mean, *prep.std)):
+        raise FewShotError(f"preprocessing mean and std must be finite numbers, got {prep.mean} and {prep.std}")
     if any(s <= 0 for s in prep.std):
         raise FewShotError(f"preprocessing std must be positive, got {prep.std}")
 

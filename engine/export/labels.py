@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import csv
 import errno
+import glob
 import json
 import logging
 import os
 import re
 import shutil
+import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,11 +50,24 @@ _WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 1
 
 @dataclass
 class ExportReport:
-    """``written``: rows (CSV/JSON) or files (folders) written; ``skipped``: (path, reason)."""
+    """``written``: rows (CSV/JSON) or files (folders) written; ``skipped``: (path, reason)
+    of files left alone (already there, source gone); ``failed``: (path, reason) of files
+    that could not be written; ``files``: the files a folder export wrote."""
 
     written: int
     skipped: list[tuple[str, str]] = field(default_factory=list)
     path: Path | None = None
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+
+class ExportIncompleteError(ExportError):
+    """A folder export could not write some of the files it was asked to; ``report`` says
+    which were written and which failed."""
+
+    def __init__(self, message: str, report: ExportReport):
+        super().__init__(message)
+        self.report = report
 
 
 def csv_cell(text: str | None) -> str:
@@ -142,12 +157,22 @@ def export_folders(project: "Project", out_dir: str | Path, link: str = "copy", 
             name = f"{stem}-{(rec.hash or str(rec.id))[:10]}{suffix}"
         taken.add((rec.label_class_id, name.lower()))
         target = folder / name
-        reason = _place(Path(rec.path), target, link)
+        reason, kind = _place(Path(rec.path), target, link)
         if reason is None:
             report.written += 1
+            report.files.append(str(target))
+        elif kind == "failed":
+            report.failed.append((str(target), reason))
         else:
             report.skipped.append((str(target), reason))
-    log.info("exported %d files to %s (%d skipped)", report.written, out_dir, len(report.skipped))
+    log.info("exported %d files to %s (%d skipped, %d failed)", report.written, out_dir, len(report.skipped),
+             len(report.failed))
+    if report.failed:
+        asked = report.written + len(report.failed)
+        raise ExportIncompleteError(
+            f"could not write {len(report.failed):,} of {asked:,} files to {out_dir} ({report.failed[0][1]}); "
+            f"{report.written:,} were written and are kept (an export again skips them): fix the cause and "
+            "export again", report)
     return report
 
 
@@ -217,12 +242,14 @@ def write_file(path: Path, overwrite: bool, write: Callable[[TextIO], None]) -> 
     return path
 
 
-def _place(src: Path, dst: Path, link: str) -> str | None:
-    """Put ``src`` at ``dst`` as asked; None when done, else the reason it was skipped."""
+def _place(src: Path, dst: Path, link: str) -> tuple[str | None, str]:
+    """Put ``src`` at ``dst`` as asked: (None, "written"), or (reason, kind) with kind
+    ``exists`` or ``missing`` (left alone, as asked) or ``failed`` (could not be written)."""
+    exists = "a file with this name already exists there; it was not overwritten"
     if os.path.lexists(dst):
-        return "a file with this name already exists there; it was not overwritten"
+        return exists, "exists"
     if not src.exists():
-        return f"the source image {src} is missing (moved or deleted?); rescan its folder"
+        return f"the source image {src} is missing (moved or deleted?); rescan its folder", "missing"
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
         if link == "hardlink":
@@ -234,23 +261,51 @@ def _place(src: Path, dst: Path, link: str) -> str | None:
             try:
                 shutil.copy2(src, tmp)
                 if not publish(tmp, dst):
-                    return "a file with this name already exists there; it was not overwritten"
+                    return exists, "exists"
             finally:
                 tmp.unlink(missing_ok=True)
     except FileExistsError:
-        return "a file with this name already exists there; it was not overwritten"
+        return exists, "exists"
     except OSError as e:
         if link == "hardlink" and e.errno == errno.EXDEV:
-            return "hard links cannot cross disks; export with copy, or into a folder on the images' disk"
+            return "hard links cannot cross disks; export with copy, or into a folder on the images' disk", "failed"
         if link in ("hardlink", "symlink") and e.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
-            return f"this disk does not allow {link}s ({e.strerror}); export with copy"
-        return f"cannot write it ({e.strerror or e}); check the disk and its free space"
-    return None
+            return f"this disk does not allow {link}s ({e.strerror}); export with copy", "failed"
+        if e.errno == errno.ENOSPC:
+            return "the disk is full", "failed"
+        return f"cannot write it ({e.strerror or e}); check the disk and its free space", "failed"
+    return None, "written"
 
 
 def temp_beside(path: Path) -> Path:
-    # Hidden, in the same folder (so the final link or rename stays on one disk).
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
+    """A temporary name beside ``path`` (so the final link or rename stays on one disk),
+    hidden, holding this process's id: a part file that a killed process left behind is
+    removed by the next export to the same name (:func:`remove_abandoned_parts`)."""
+    remove_abandoned_parts(path)
+    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.part")
+
+
+def remove_abandoned_parts(path: Path) -> None:
+    try:
+        parts = list(path.parent.glob(f".{glob.escape(path.name)}.*.part"))
+    except OSError:
+        return
+    for part in parts:
+        pid = part.name[len(path.name) + 2:].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            part.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if sys.platform == "win32":  # os.kill would end the process there: keep its part file
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
 
 
 def publish(tmp: Path, dst: Path) -> bool:

@@ -62,6 +62,10 @@ MAX_DECODE_WORKERS = 4
 MEASURING_STREAMS = 2
 
 
+NON_FINITE = ("the model computed NaN or infinite features for this image: its weights may be damaged; "
+              "try another model")
+
+
 class ImageItem(NamedTuple):
     """An image the project wants embedded: its id, where it is, and its content hash."""
 
@@ -322,10 +326,20 @@ def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageI
             report.failed.extend((item.image_id, item.path, reason) for item, reason in batch.failures)
         if z is not None:
             emb = z.result().numpy()
-            project.put_embeddings(model.backbone_id, [(item.hash, emb[i]) for i, item in enumerate(batch.items)])
-            report.embedded += len(batch.items)
-            if on_batch is not None:
-                on_batch(batch.items, emb)
+            items = batch.items
+            finite = np.isfinite(emb).all(axis=1)
+            if not finite.all():
+                # Never cached: a NaN in the cache would be served on every later run.
+                bad = [(items[i].image_id, NON_FINITE) for i in np.flatnonzero(~finite)]
+                project.mark_errors(bad)
+                report.failed.extend((i, items[k].path, reason) for k, (i, reason) in
+                                     zip(np.flatnonzero(~finite).tolist(), bad))
+                items = [it for it, ok in zip(items, finite.tolist()) if ok]
+                emb = emb[finite]
+            project.put_embeddings(model.backbone_id, [(item.hash, emb[i]) for i, item in enumerate(items)])
+            report.embedded += len(items)
+            if on_batch is not None and items:
+                on_batch(items, emb)
         meter.advance(len(batch.items) + len(batch.failures))
 
     try:

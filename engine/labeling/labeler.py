@@ -28,7 +28,7 @@ import torch
 
 from engine.data.transforms import normalize
 from engine.errors import FewShotError
-from engine.labeling.embedder import BatchDecoder, ImageItem, RunPlan, embed_items, items_to_embed
+from engine.labeling.embedder import NON_FINITE, BatchDecoder, ImageItem, RunPlan, embed_items, items_to_embed
 from engine.labeling.runners import Runner, TorchRunner, choose_runner
 from engine.labeling.progress import CancelToken, Progress, ProgressCallback, ProgressMeter
 from engine.labeling.scoring import CachedScorer, EmbeddingTable, PredictionArrays
@@ -119,8 +119,14 @@ def support_fingerprint(pairs: list[tuple[int, str]]) -> str:
 
 def write_arrays(project: "Project", model_id: int, image_ids: np.ndarray | list[int],
                  arrays: PredictionArrays, class_ids: list[int]) -> None:
-    project.write_prediction_arrays(model_id, np.asarray(image_ids, dtype=np.int64), class_ids, arrays.probs,
-                                    scores=arrays.scores)
+    """Store predictions; an image whose probabilities are not finite numbers is marked
+    unusable with the reason instead (no NaN ever reaches the store)."""
+    ids = np.asarray(image_ids, dtype=np.int64)
+    finite = np.isfinite(arrays.probs).all(axis=1)
+    if not finite.all():
+        project.mark_errors([(int(i), NON_FINITE) for i in ids[~finite]])
+        ids, arrays = ids[finite], arrays.take(np.flatnonzero(finite))
+    project.write_prediction_arrays(model_id, ids, class_ids, arrays.probs, scores=arrays.scores)
 
 
 class Labeler:

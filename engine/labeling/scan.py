@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Iterator
 from PIL import Image, UnidentifiedImageError
 
 # The decoder's own error classes and wording, so one problem reads the same at scan and at decode time.
-from engine.data.decode import _CORRUPT_ERRORS, DEFAULT_MAX_PIXELS, _not_an_image_reason
+from engine.data.decode import _CORRUPT_ERRORS, DEFAULT_MAX_PIXELS, _not_an_image_reason, nonblocking_opener
 from engine.data.decode import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
@@ -166,12 +166,14 @@ def probe(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> ScannedFile:
     if st.st_size == 0:
         return ScannedFile(path, size=0, error="the file is empty (0 bytes); re-copy or re-download it")
     try:
-        fh = open(path, "rb")
+        fh = open(path, "rb", opener=nonblocking_opener)  # a pipe swapped in since the stat must not block
     except PermissionError:
         return ScannedFile(path, size=st.st_size, error="permission denied; make the file readable by this user")
     except OSError as e:
         return ScannedFile(path, size=st.st_size, error=f"cannot open the file ({e.strerror or e})")
     with fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            return ScannedFile(path, error="not a regular file (a device, pipe or socket); remove it from the folder")
         try:
             digest = hashlib.file_digest(fh, lambda: hashlib.blake2b(digest_size=HASH_DIGEST_BYTES)).hexdigest()
             fh.seek(0)

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from engine.errors import CheckpointError, UnsafeCheckpointError
 
+MAX_META_BYTES = 1 << 20  # a model.json is a few kB; a huge one is no model's
 WEIGHTS = "model.safetensors"
 META = "model.json"
 RESUME = "resume.pt"
@@ -57,14 +58,38 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
     path = folder / META
     if not path.is_file():
         raise CheckpointError(f"{folder} is not a model folder: it has no {META} (give a folder made by 'fewshot train')")
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"cannot read {path}: {e}; the model folder is damaged, train or copy it again") from e
+    meta = read_json_file(path)
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} is not a JSON object: it was not written by this program")
     for key in ("method", "backbone", "preprocessing"):
         if key not in meta:
             raise CheckpointError(f"{path} lacks '{key}': it was not written by this program")
     return meta
+
+
+def read_json_file(path: Path) -> Any:
+    """A JSON file from a model folder, refusing what no model writes: more than
+    :data:`MAX_META_BYTES`, nesting deeper than Python can parse, NaN or infinite numbers."""
+    def finite(text: str) -> float:
+        value = float(text)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"number {text} is out of range")
+        return value
+
+    def refuse(name: str) -> float:
+        raise ValueError(f"{name} is not a number a model file holds")
+
+    try:
+        if path.stat().st_size > MAX_META_BYTES:
+            raise CheckpointError(f"{path} is {path.stat().st_size:,} bytes, far more than a model description; "
+                                  "it is not a model file of this program")
+        return json.loads(path.read_text(encoding="utf-8"), parse_float=finite, parse_constant=refuse)
+    except CheckpointError:
+        raise
+    except RecursionError:
+        raise CheckpointError(f"cannot read {path}: it is nested too deeply to be a model description") from None
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"cannot read {path}: {e}; the model folder is damaged, train or copy it again") from None
 
 
 def load_weights(folder: str | Path) -> dict[str, torch.Tensor]:

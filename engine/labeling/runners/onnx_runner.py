@@ -142,7 +142,14 @@ def onnx_backbone_path(model: "LoadedModel", path: Path | None = None) -> Path:
     (``path``: :func:`exported_backbone_file`, when the caller has it already)."""
     path = path or exported_backbone_file(model)
     if path.exists():
-        return path
+        try:
+            from engine.onnx_session import check_self_contained
+            check_self_contained(path, str(path))
+            _shared_session(path, 1)
+            return path
+        except FewShotError as e:  # damaged, truncated, or an older export that kept its weights apart
+            log.warning("the cached backbone export %s cannot be used (%s); exporting it again", path, e)
+            path.unlink(missing_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     export_backbone(model, path)
     return path
@@ -157,7 +164,12 @@ def export_backbone(model: "LoadedModel", path: Path) -> None:
     gen = torch.Generator().manual_seed(0)
     example = torch.randint(0, 256, (3, prep.channels, *prep.size), dtype=torch.uint8, generator=gen)
     x = torch.from_numpy(normalize_array(example.numpy(), prep))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Named as what it is; one a killed export left behind is removed by the next export.
+    for stale in path.parent.glob(f"{path.name}.*.partial"):
+        with contextlib.suppress(OSError):
+            if time.time() - stale.stat().st_mtime > 600:
+                stale.unlink()
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
     t0 = time.perf_counter()
     try:
         with torch.no_grad():
@@ -179,6 +191,8 @@ def export_backbone(model: "LoadedModel", path: Path) -> None:
 
 
 def _export(backbone: torch.nn.Module, x: Tensor, path: Path) -> None:
+    """Export to one self-contained file: the weights inside it, never in a side file
+    (which looked like litter, and whose deletion broke the cache)."""
     # The exporter prints its progress to stdout (which `fewshot label --json` owns) and
     # logs every optimisation pass at INFO: neither is for our users.
     loggers = [logging.getLogger(n) for n in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export")]
@@ -188,9 +202,13 @@ def _export(backbone: torch.nn.Module, x: Tensor, path: Path) -> None:
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")  # tracing warnings about shapes the export fixes anyway
-            torch.onnx.export(backbone, (x,), str(path), input_names=["pixels"], output_names=["embedding"],
-                              dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
-                              opset_version=OPSET, dynamo=True, verbose=False)
+            program = torch.onnx.export(backbone, (x,), None, input_names=["pixels"], output_names=["embedding"],
+                                        dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+                                        opset_version=OPSET, dynamo=True, verbose=False)
+        with open(path, "xb") as fh:
+            fh.write(program.model_proto.SerializeToString())
+            fh.flush()
+            os.fsync(fh.fileno())
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)

@@ -20,8 +20,10 @@ from typing import Any, Iterable, Iterator
 from engine.errors import ProjectError
 from engine.labeling import schema
 from engine.labeling.history import History
-from engine.labeling.lock import ProjectLock
+from engine.labeling.lock import ProjectLock, file_error, owner_text
 from engine.labeling.sort_index import SortIndex
+from engine.labeling.store import health
+from engine.labeling.store.backup import backup_file, write_backup
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class ProjectBase:
         self._touched: set[int] = set()  # images the open transaction changed
         self._touched_all = False
         self._closed = False
+        self._backed_up = False  # False: close() writes a backup (backup.py)
 
     # ---------------------------------------------------------------- open / close
 
@@ -70,12 +73,28 @@ class ProjectBase:
             raise ProjectError(f"folder {path.parent} does not exist; create it first or choose another place")
         return cls._open(path, new=True)
 
+    @staticmethod
+    def exists(path: str | Path) -> bool:
+        """Whether :meth:`open` would find a file at ``path`` (as given, or with ``.fewshot``)."""
+        path = Path(path)
+        try:
+            return path.exists() or _with_suffix(path).exists()
+        except OSError:
+            return False
+
     @classmethod
-    def open(cls, path: str | Path, create: bool = False) -> "Any":
-        """Open a project; with ``create``, make it when it does not exist yet.
-        Raises :class:`ProjectLockedError` when another process has it open."""
+    def open(cls, path: str | Path, create: bool = False, use_empty: bool = False) -> "Any":
+        """Open a project; with ``create``, make it when it does not exist yet; with
+        ``use_empty``, make an empty (0-byte) file a new project (else that is an
+        :class:`EmptyProjectFileError`). Nothing is written to a file that is not a
+        project. Raises :class:`ProjectLockedError` when another process has it open,
+        :class:`DamagedProjectError` when it fails SQLite's check."""
         path = Path(path).absolute()
-        if not path.exists():
+        try:
+            exists = path.exists()
+        except OSError as e:
+            raise file_error(path, e, "open") from None
+        if not exists:
             if _with_suffix(path).exists():
                 path = _with_suffix(path)
             elif create:
@@ -84,29 +103,39 @@ class ProjectBase:
                 raise ProjectError(f"no project at {path}; check the path, or create a new project")
         if path.is_dir():
             raise ProjectError(f"{path} is a folder; give the project's .fewshot file")
+        kind = health.identify(path)
+        if not (kind == health.PROJECT or (kind == health.EMPTY and use_empty)):
+            health.refuse_unless_project(path, kind)
         return cls._open(path, new=False)
 
     @classmethod
     def _open(cls, path: Path, new: bool) -> "Any":
-        file_lock = ProjectLock.acquire(path)
+        file_lock = ProjectLock.acquire(path, create=new)
         try:
-            if new and path.exists():  # another process created it while we checked
-                raise ProjectError(f"{path} already exists; open it instead, or choose another name")
             conn = _connect(path)
             try:
+                if not new:
+                    problems = health.check_integrity(conn, path)
+                    if problems:
+                        raise health.damaged_error(path, problems)
                 schema.check_and_migrate(conn, path)
+                conn.execute("INSERT INTO settings(key, value) VALUES ('opened_by', ?) "
+                             "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (owner_text(),))
                 conn.execute("CREATE TEMP TABLE refresh_ids (id INTEGER PRIMARY KEY)")
             except sqlite3.Error as e:
                 conn.close()
-                raise ProjectError(f"cannot open {path} ({e}); check that the file and its folder are writable")
+                raise database_error(path, e, "open") from None
             except BaseException:
                 conn.close()
                 raise
         except BaseException:
             file_lock.release()
+            if new:
+                Path(path).unlink(missing_ok=True)  # a project that could not be made is not left half-made
             raise
         log.info("%s project %s", "created" if new else "opened", path)
         project = cls(path, conn, file_lock)
+        project._backed_up = new is False and backup_file(path).is_file()
         project._sort_index.warm_up(path)
         return project
 
@@ -117,6 +146,8 @@ class ProjectBase:
             self._closed = True
             try:
                 self._sort_index.close()
+                if not self._backed_up:  # a person changed something, or there is no backup yet
+                    write_backup(self._conn, self.path)
                 self._conn.close()  # the last connection checkpoints and removes the WAL file
             finally:
                 self._file_lock.release()
@@ -145,21 +176,29 @@ class ProjectBase:
             self._conn.execute("PRAGMA synchronous = NORMAL")
         # IMMEDIATE takes the write lock up front, so a transaction never fails half-way
         # for lack of it.
-        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise database_error(self.path, e, "write to") from None
         self._touched, self._touched_all = set(), False
         try:
             try:
                 yield
-            except BaseException:
-                self._conn.execute("ROLLBACK")  # nothing changed: the sort index stays exact
+            except BaseException as e:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")  # nothing changed: the sort index stays exact
+                if isinstance(e, sqlite3.Error):
+                    raise database_error(self.path, e, "write to") from None
                 raise
             try:
                 self._conn.execute("COMMIT")
-            except BaseException:  # disk full or I/O error: whatever state results, re-read it
+            except sqlite3.Error as e:  # disk full or I/O error: whatever state results, re-read it
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 self._sort_index.invalidate()
-                raise
+                raise database_error(self.path, e, "write to") from None
+            if durable:
+                self._backed_up = False  # a person's change: the backup is behind
             self._sort_index.update(self._conn, None if self._touched_all else self._touched)
         finally:
             if not durable:
@@ -171,6 +210,24 @@ class ProjectBase:
             self._touched_all = True
         else:
             self._touched.update(image_ids)
+
+
+def database_error(path: Path, e: sqlite3.Error, doing: str) -> ProjectError:
+    """What a person needs to know about an SQLite failure on the project."""
+    name = getattr(e, "sqlite_errorname", "") or ""
+    text = str(e)
+    if name.startswith("SQLITE_FULL") or "disk is full" in text:
+        return ProjectError(f"cannot {doing} {path}: the disk is full. Free some space and try again; everything "
+                            "saved before is kept")
+    if name.startswith("SQLITE_READONLY") or "readonly" in text:
+        return ProjectError(f"cannot {doing} {path}: the file or its folder is read-only; copy the project to a "
+                            "folder you can write to and open the copy")
+    if name.startswith("SQLITE_CORRUPT") or "malformed" in text:
+        return health.damaged_error(path, [text])
+    if name.startswith("SQLITE_BUSY") or "locked" in text:
+        return ProjectError(f"cannot {doing} {path}: another program is using the file; close it and try again")
+    return ProjectError(f"cannot {doing} {path} ({text}); check the disk, and that the file and its folder are "
+                        "writable")
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -189,8 +246,7 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA cache_size = -65536")
     except sqlite3.DatabaseError as e:
         conn.close()
-        raise ProjectError(f"{path} is not a few-shot project file, or it is damaged ({e}); "
-                           "open a .fewshot file made by this app, or create a new project") from None
+        raise database_error(path, e, "open") from None
     if str(mode).lower() != "wal":
         conn.close()
         raise ProjectError(f"cannot use write-ahead logging for {path} (journal mode {mode}); network shares and "

@@ -23,6 +23,8 @@ class EmbeddingsPart:
         if not items:
             return
         vectors = [np.ascontiguousarray(v, dtype=np.float32).reshape(-1) for _, v in items]
+        if not all(np.isfinite(v).all() for v in vectors):
+            raise ValueError("an embedding holds NaN or infinite values; such embeddings are never cached")
         dims = {v.size for v in vectors}
         with self._tx(durable=False):
             row = self._conn.execute("SELECT dim FROM embeddings WHERE backbone_id = ? LIMIT 1",
