@@ -202,3 +202,17 @@ def test_the_cached_backbone_export_is_one_file_and_is_rebuilt_when_damaged(tmp_
     monkeypatch.setattr(onnx_runner, "_sessions", {})
     runner = choose_runner(model, backend="onnxruntime")
     assert runner.backend == "onnxruntime" and path.stat().st_size > 100_000
+
+
+def test_fewshot_predict_csv_neutralizes_formula_like_cells(tmp_path):
+    import io
+
+    from engine.predict_command import PredictedImage, PredictResult, write_csv
+    result = PredictResult("m.onnx", "CPU", ["@SUM(A1)", "plain"], ("entropy",))
+    result.images.append(PredictedImage("-evil.png", "@SUM(A1)", 0.9, np.array([0.9, 0.1]), {"entropy": 0.3}))
+    result.errors.append(("=bad.png", "+reason"))
+    out = io.StringIO()
+    write_csv(out, result)
+    rows = list(csv.reader(io.StringIO(out.getvalue())))
+    assert rows[0] == ["path", "label", "confidence", "entropy", "error", "'p_@SUM(A1)"[1:], "p_plain"]
+    assert rows[1][:2] == ["'-evil.png", "'@SUM(A1)"] and rows[2][0] == "'=bad.png" and rows[2][4] == "'+reason"
