@@ -17,7 +17,7 @@ import json
 import logging
 import signal
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,15 +73,6 @@ class Inputs:
     export_csv: Path | None
     export_folder: Path | None
     link: str
-
-
-@dataclass
-class ExampleIntake:
-    """What adding the example folders did, per class name."""
-
-    added: dict[str, int] = field(default_factory=dict)
-    errors: list[tuple[str, str]] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 def check_inputs(args: argparse.Namespace) -> Inputs:
@@ -172,18 +163,6 @@ class ProgressBars:
             self._stage = None
 
 
-def add_examples(project, inputs: Inputs) -> ExampleIntake:
-    intake = ExampleIntake()
-    for folder in inputs.class_dirs:
-        cls = project.class_by_name(folder.name)
-        class_id = cls.id if cls is not None else project.add_class(folder.name)
-        report = project.add_examples(class_id, [folder])
-        intake.added[folder.name] = len(report.added)
-        intake.errors += report.errors
-        intake.skipped += report.skipped
-    return intake
-
-
 def error_images(project) -> list[tuple[str, str]]:
     """(path, reason) of every unusable image in the project, by name."""
     out: list[tuple[str, str]] = []
@@ -207,6 +186,7 @@ def run_label(args: argparse.Namespace) -> int:
     """The whole command; returns the exit status (bad input raises FewShotError)."""
     inputs = check_inputs(args)
     from engine.export.labels import ExportIncompleteError, export_csv, export_folders
+    from engine.labeling.folder_import import import_example_folders
     from engine.labeling.labeler import Labeler
     from engine.labeling.progress import CancelToken
     from engine.labeling.store import Project
@@ -233,7 +213,7 @@ def run_label(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, lambda *_: cancel.cancel()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with project:
-            intake = add_examples(project, inputs)
+            intake = import_example_folders(project, inputs.examples)
             scan = project.add_images([inputs.images], recursive=True, progress=bars.scan)
             bars.close()
             labeler = Labeler(project, model, batch_size=args.batch_size, backend=args.backend)

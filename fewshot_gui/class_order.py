@@ -53,6 +53,7 @@ class ClassList(QWidget):
     """The column the cards sit in; takes card drags and reports where they were dropped."""
 
     card_dropped = Signal(int, int)  # class id, gap (see :func:`moved`)
+    folders_dropped = Signal(list)  # folders dropped between the cards: trees of class sub-folders
 
     def __init__(self, owner: QWidget, parent=None):
         super().__init__(parent)
@@ -106,18 +107,26 @@ class ClassList(QWidget):
             self.update()
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt override
-        if not self.track(event, event.position().toPoint()):
+        if _folders(event.mimeData()):
+            event.acceptProposedAction()
+        elif not self.track(event, event.position().toPoint()):
             event.ignore()
 
     def dragMoveEvent(self, event: QDragMoveEvent) -> None:  # noqa: N802 - Qt override
-        if not self.track(event, event.position().toPoint()):
+        if _folders(event.mimeData()):
+            event.acceptProposedAction()
+        elif not self.track(event, event.position().toPoint()):
             event.ignore()
 
     def dragLeaveEvent(self, _event) -> None:  # noqa: N802 - Qt override
         self.clear_line()
 
     def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt override
-        if not self.drop(event, event.position().toPoint()):
+        folders = _folders(event.mimeData())
+        if folders:
+            event.acceptProposedAction()
+            self.folders_dropped.emit(folders)
+        elif not self.drop(event, event.position().toPoint()):
             event.ignore()
 
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt override
@@ -128,6 +137,14 @@ class ClassList(QWidget):
         p.setPen(QPen(QColor(self.palette().highlight().color()), 3, Qt.PenStyle.SolidLine, Qt.PenCapStyle.RoundCap))
         y = self._gap_y(self._gap)
         p.drawLine(4, y, self.width() - 4, y)
+
+
+def _folders(mime: QMimeData) -> list[str]:
+    """Local folders a drop from the file manager carries (a card takes files; the list
+    between the cards takes folders of class sub-folders)."""
+    if mime.hasFormat(CLASS_MIME) or not mime.hasUrls():
+        return []
+    return [u.toLocalFile() for u in mime.urls() if u.isLocalFile() and os.path.isdir(u.toLocalFile())]
 
 
 def drag_pixmap(card: Any):

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from PySide6.QtCore import QMimeData, QPoint, Qt, Signal
+from PySide6.QtCore import QMimeData, QPoint, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QDrag, QDragEnterEvent, QDropEvent, QMouseEvent
 from PySide6.QtWidgets import (QApplication, QColorDialog, QFileDialog, QFrame, QHBoxLayout, QInputDialog, QLabel,
                                QMenu, QMessageBox, QPushButton, QScrollArea, QSizePolicy, QToolButton, QVBoxLayout,
                                QWidget)
 
 from fewshot_gui.class_order import ClassList, class_drag_mime, drag_pixmap, moved
+from fewshot_gui.folders import last_folder, remember_folder
 from fewshot_gui.results_model import IDS_MIME
 from fewshot_gui.thumbnails import ThumbnailLoader
 
@@ -229,10 +230,12 @@ class ClassesPanel(QWidget):
     delete_requested = Signal(int)
     reorder_requested = Signal(list)
     examples_dropped = Signal(int, list, list)  # class id, paths, image ids
+    folders_dropped = Signal(list)  # folders of class sub-folders, dropped between the cards
 
-    def __init__(self, loader: ThumbnailLoader, parent=None):
+    def __init__(self, loader: ThumbnailLoader, settings: Any = None, parent=None):
         super().__init__(parent)
         self.loader = loader
+        self.settings = settings
         self.classes: list[Any] = []
         self.cards: dict[int, ClassCard] = {}
         title = QLabel("<b>Classes</b>")
@@ -244,16 +247,18 @@ class ClassesPanel(QWidget):
         head.addWidget(self.add_button)
         self.body = ClassList(self)
         self.body.card_dropped.connect(self._card_dropped)
+        self.body.folders_dropped.connect(self.folders_dropped)
         self.list = QVBoxLayout(self.body)
         self.list.setContentsMargins(0, 0, 0, 0)
         self.list.setSpacing(6)
-        self.empty = QLabel("No classes yet.\nAdd one, then drop a few example images of it here.")
+        self.empty = QLabel("No classes yet.\nAdd one, then drop a few example images of it here; or drop a "
+                            "folder with one sub-folder per class.")
         self.empty.setWordWrap(True)
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty.setStyleSheet("color: palette(placeholder-text); padding: 20px;")
         self.list.addWidget(self.empty)
         self.list.addStretch(1)
-        scroll = QScrollArea()
+        scroll = self.scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         # Cards fit the panel's width (their thumbnails are capped): never scroll sideways.
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -267,6 +272,7 @@ class ClassesPanel(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
 
     def set_classes(self, classes: list[Any], examples: dict[int, list[str]]) -> None:
+        new = [c.id for c in classes if c.id not in self.cards] if self.cards or len(classes) == 1 else []
         self.classes = list(classes)
         for cid in [c for c in self.cards if c not in {c.id for c in classes}]:
             card = self.cards.pop(cid)
@@ -283,9 +289,12 @@ class ClassesPanel(QWidget):
                 card.order_list = self.body
                 self.cards[info.id] = card
             self.list.insertWidget(i, card)  # re-inserting moves it: cards follow the class order
-            card.set_info(info, examples.get(info.id, []), i + 1 if i < 9 else None)
+            card.set_info(info, examples.get(info.id, []), (i + 1) % 10 if i < 10 else None)
         self.body.cards = [self.cards[c.id] for c in classes]
         self.empty.setVisible(not classes)
+        if new:  # a class just added: its card in view, once the layout has placed it
+            card = self.cards[new[-1]]
+            QTimer.singleShot(0, lambda: self.scroll.ensureWidgetVisible(card))
 
     # ------------------------------------------------------------ drag to reorder
 
@@ -338,8 +347,11 @@ class ClassesPanel(QWidget):
             self.delete_requested.emit(class_id)
 
     def ask_examples(self, class_id: int) -> None:
-        paths, _ = QFileDialog.getOpenFileNames(self, f"Examples of {self._info(class_id).name}", "", IMAGE_FILTER)
+        start = last_folder(self.settings, "examples") if self.settings is not None else ""
+        paths, _ = QFileDialog.getOpenFileNames(self, f"Examples of {self._info(class_id).name}", start, IMAGE_FILTER)
         if paths:
+            if self.settings is not None:
+                remember_folder(self.settings, "examples", paths[0])
             self.examples_dropped.emit(class_id, paths, [])
 
     def move(self, class_id: int, step: int) -> None:

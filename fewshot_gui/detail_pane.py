@@ -9,10 +9,12 @@ from typing import Any
 
 from PySide6.QtCore import QRect, QSize, Qt
 from PySide6.QtGui import QColor, QPainter
-from PySide6.QtWidgets import QFormLayout, QFrame, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (QFormLayout, QFrame, QLabel, QScrollArea, QSizePolicy, QToolButton, QVBoxLayout,
+                               QWidget)
 
 from engine.methods import uncertainty
 from fewshot_gui.label_history import history_html
+from fewshot_gui.plain_words import plain_summary
 from fewshot_gui.thumbnails import ThumbnailLoader
 
 PREVIEW = 256
@@ -94,10 +96,18 @@ class DetailPane(QWidget):
         font.setBold(True)
         self.name.setFont(font)
         self.label = QLabel(wordWrap=True)
+        self.summary = QLabel(wordWrap=True)  # what the prediction means, in words; numbers under Details
         self.bars = ProbabilityBars()
+        self.bars_title = QLabel("<b>Class probabilities</b>")
         self.size = QLabel()
         numbers = QFormLayout()
         self.numbers = numbers
+        self.numbers_box = QWidget()
+        self.numbers_box.setLayout(numbers)
+        self.numbers_box.setVisible(False)
+        self.details = QToolButton(text="\u25b8 The numbers", autoRaise=True, checkable=True)
+        self.details.setToolTip("Each uncertainty score the model gives, with what it means")
+        self.details.toggled.connect(self._toggle_numbers)
         # One row per registered score, shown only when the image has a value for it.
         self.score_labels: dict[str, QLabel] = {}
         for score in uncertainty.SCORES:
@@ -122,14 +132,27 @@ class DetailPane(QWidget):
         layout.addWidget(self.preview)
         layout.addWidget(self.name)
         layout.addWidget(self.label)
-        layout.addWidget(QLabel("<b>Class probabilities</b>"))
+        layout.addWidget(self.summary)
+        layout.addWidget(self.bars_title)
         layout.addWidget(self.bars)
-        layout.addLayout(numbers)
+        layout.addWidget(self.details)
+        layout.addWidget(self.numbers_box)
         layout.addSpacing(6)
         layout.addWidget(self.history_title)
         layout.addWidget(history_scroll, 1)
         loader.ready.connect(self._thumbnail_ready)
+        self.in_review = False
         self.show_record(None, [])
+
+    def set_review_mode(self, on: bool) -> None:
+        """Beside the review view, which shows the probabilities itself, the pane leaves them out."""
+        self.in_review = on
+        self.bars_title.setVisible(not on)
+        self.bars.setVisible(not on)
+
+    def _toggle_numbers(self, on: bool) -> None:
+        self.numbers_box.setVisible(on)
+        self.details.setText(("\u25be" if on else "\u25b8") + " The numbers")
 
     def show_record(self, rec: Any, classes: list[Any], history: list[Any] | None = None) -> None:
         """``history``: the image's label events, oldest first (None: not read)."""
@@ -139,14 +162,20 @@ class DetailPane(QWidget):
         if rec is None:
             self.preview.clear()
             self.preview.setText("Select an image")
-            for w in (self.name, self.label, self.size, *self.score_labels.values()):
+            for w in (self.name, self.label, self.summary, self.size, *self.score_labels.values()):
                 w.clear()
+            self.details.setVisible(False)
             self._show_scores({})
             self.bars.set_rows([])
             return
         self.name.setText(Path(rec.path).name)
         self.name.setToolTip(rec.path)
-        self.label.setText(describe_label(rec, {c.id: c for c in classes}))
+        by_id = {c.id: c for c in classes}
+        self.label.setText(describe_label(rec, by_id))
+        summary = plain_summary(rec, by_id)
+        self.summary.setText(summary)
+        self.summary.setVisible(bool(summary))
+        self.details.setVisible(rec.error is None and any(v is not None for v in rec.scores.values()))
         self.bars.set_rows(probability_rows(rec, classes))
         self._show_scores(rec.scores if rec.error is None else {})
         self.size.setText(f"{rec.width} \u00d7 {rec.height} px" if rec.width else "")

@@ -7,6 +7,7 @@ from typing import Any
 from PySide6.QtWidgets import QFileDialog
 
 from fewshot_gui import jobs
+from fewshot_gui.folders import last_folder, remember_folder
 
 
 def export_labels(window: Any, kind: str, path: str | None = None) -> None:
@@ -15,14 +16,17 @@ def export_labels(window: Any, kind: str, path: str | None = None) -> None:
         return
     stem = Path(window.project.path).stem
     if path is None:
+        start = last_folder(window.settings, "exports")
         if kind == "folders":
-            path = QFileDialog.getExistingDirectory(window, "Folder to copy the images into, one folder per class")
+            path = QFileDialog.getExistingDirectory(window, "Folder to copy the images into, one folder per class",
+                                                    start)
         else:
             path, _ = QFileDialog.getSaveFileName(window, f"Export labels as {kind.upper()}",
-                                                  str(Path.home() / f"{stem}-labels.{kind}"),
+                                                  str(Path(start) / f"{stem}-labels.{kind}"),
                                                   f"{kind.upper()} (*.{kind})")
         if not path:
             return
+        remember_folder(window.settings, "exports", path)
 
     def done(report: Any) -> None:
         window.notify(f"Exported to {path}")

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from engine.paths import export_target
 from fewshot_gui import jobs
+from fewshot_gui.folders import last_folder, remember_folder
 
 ONNX_FILTER = "ONNX model (*.onnx)"
 BUNDLE_FILTER = "Bundle with labels and README (*.zip)"
@@ -29,10 +30,12 @@ def can_export(window: Any) -> bool:
 def ask_target(window: Any) -> tuple[str, bool, bool] | None:
     """(path, bundle, replace) from a save dialog, or None when cancelled."""
     stem = Path(window.project.path).stem
-    path, chosen = QFileDialog.getSaveFileName(window, "Export model", str(Path.home() / f"{stem}.onnx"),
+    path, chosen = QFileDialog.getSaveFileName(window, "Export model",
+                                               str(Path(last_folder(window.settings, "exports")) / f"{stem}.onnx"),
                                                f"{ONNX_FILTER};;{BUNDLE_FILTER}")
     if not path:
         return None
+    remember_folder(window.settings, "exports", path)
     chosen_path = Path(path)
     bundle = chosen == BUNDLE_FILTER or chosen_path.suffix.lower() == ".zip"
     target = _with_suffix(chosen_path, bundle)
@@ -55,10 +58,10 @@ def _with_suffix(path: Path, bundle: bool) -> Path:
 
 
 def parity_text(diff: float) -> str:
-    if diff == 0:
-        return "gives the same probabilities as PyTorch"
-    mantissa, exponent = f"{diff:.0e}".split("e")
-    return f"matches PyTorch within {mantissa}e{int(exponent)}"
+    """The export's check, in words: the exported file answers as the app does."""
+    if diff < 1e-3:
+        return "checked: it gives the same answers as the app"
+    return f"checked: its probabilities differ from the app's by at most {diff:.1%}"
 
 
 def export_model(window: Any, path: str | None = None, bundle: bool = False, force: bool = False) -> None:
@@ -80,13 +83,18 @@ def export_model(window: Any, path: str | None = None, bundle: bool = False, for
                 f"{parity_text(report.parity_max_abs_diff)}")
         details = (f"Classes: {', '.join(report.classes)}\n"
                    f"Model: {report.model} ({report.method})\n"
-                   f"Checked with onnxruntime ({report.provider}) on {report.parity_images} example images: "
-                   f"largest probability difference {report.parity_max_abs_diff:.3g}\n"
+                   f"Checked with onnxruntime ({report.provider}) on {report.parity_images} example images: the "
+                   f"largest difference between its probabilities and the app's was {report.parity_max_abs_diff:.2g}\n"
                    f"Took {report.seconds:.1f} s")
         window.last_model_export = report
         window.notify(text, details)
 
-    # The engine's export has no cancel point (it takes seconds).
+    def failed(message: str) -> None:
+        if "cancelled" in message:
+            window.statusBar().showMessage("Export cancelled; nothing was written", 5000)
+        else:
+            window.show_error(message)
+
     window.submit(f"Exporting model to {Path(path).name}",
                   lambda ctx, h: jobs.export_model(ctx, h, path, spec, bundle, force),
-                  done=done, cancellable=False, kind="export")
+                  done=done, failed=failed, kind="export")

@@ -60,10 +60,16 @@ def load_model(ctx: EngineContext, h: JobHandle, spec: str, preprocessing: dict 
             "method": model.learner.name, "scores": tuple(model.learner.scores)}
 
 
-def open_project(ctx: EngineContext, h: JobHandle, path: str, create: bool) -> tuple[Any, str | None]:
-    """The project, and the model it was last labeled with (None for a new one)."""
+def open_project(ctx: EngineContext, h: JobHandle, path: str, create: bool,
+                 use_empty: bool = False) -> tuple[Any, str | None]:
+    """The project, and the model it was last labeled with (None for a new one); for an
+    empty file that the person has not agreed to use, ``(None, path)`` (the window asks)."""
+    from engine.errors import EmptyProjectFileError
     from engine.labeling.store import Project
-    project = Project.create(path) if create else Project.open(path)
+    try:
+        project = Project.create(path) if create else Project.open(path, use_empty=use_empty)
+    except EmptyProjectFileError:
+        return None, path
     close_project(ctx, h)
     ctx.project = project
     current = project.current_model()
@@ -109,6 +115,16 @@ def label(ctx: EngineContext, h: JobHandle) -> Any:
     return _labeler(ctx).label(progress=_progress(h), cancel=h.cancel)
 
 
+def label_and_count(ctx: EngineContext, h: JobHandle) -> dict:
+    """Label, then the project's counts by status: what the window reports is what the
+    status bar and the grid show, not the number of predictions written (which counts
+    the examples and confirmed images too)."""
+    summary = label(ctx, h)
+    project = project_of(ctx)
+    counts = {s: project.count(status=s) for s in ("predicted", "confirmed", "error", "unlabeled")}
+    return {"summary": summary, "counts": counts}
+
+
 def _progress(h: JobHandle):
     def callback(p: Any) -> None:
         h.progress(p)
@@ -133,17 +149,64 @@ def refresh(ctx: EngineContext, h: JobHandle) -> Any:
     return lab.refresh()
 
 
-def add_examples(ctx: EngineContext, h: JobHandle, class_id: int, items: list) -> Any:
+def add_examples(ctx: EngineContext, h: JobHandle, class_id: int, items: list, auto_model: bool = False) -> dict:
     """Make files, folders or project images examples, then re-adapt: a label run when
-    the project has images never embedded (it embeds the examples too), else a refresh."""
+    the project has images never embedded (it embeds the examples too), else a refresh.
+    Returns ``{"report", "model"}``; ``model`` is the info of a model switched to (see
+    :func:`_suit_model`), else None."""
     project = project_of(ctx)
+    first = not project.examples()
     report = project.add_examples(class_id, items)
-    if report.added and ctx.model is not None:
+    model = _suit_model(ctx, h, [project.image(i).path for i in report.added]) if auto_model and first else None
+    _readapt(ctx, h, bool(report.added))
+    return {"report": report, "model": model}
+
+
+def import_examples(ctx: EngineContext, h: JobHandle, folder: str, auto_model: bool = False) -> dict:
+    """A folder of class sub-folders as examples (engine.labeling.folder_import), then re-adapt."""
+    from engine.labeling.folder_import import import_example_folders
+    project = project_of(ctx)
+    first = not project.examples()
+    report = import_example_folders(project, folder)
+    paths = [project.image(i).path for i, _ in project.examples()][:50]
+    model = _suit_model(ctx, h, paths) if auto_model and first else None
+    _readapt(ctx, h, report.total > 0)
+    return {"report": report, "model": model}
+
+
+def _readapt(ctx: EngineContext, h: JobHandle, changed: bool) -> None:
+    project = project_of(ctx)
+    if changed and ctx.model is not None:
         if project.count(status="unlabeled") or project.current_model() is None:
             label(ctx, h)
         else:
             refresh(ctx, h)
-    return report
+
+
+def _suit_model(ctx: EngineContext, h: JobHandle, paths: list[str]) -> dict | None:
+    """For a project's first examples: switch to the bundled model that suits them (the
+    omniglot model for small grayscale images, else photos) unless it is loaded already.
+    Returns the new model's info, or None."""
+    from engine.labeling.folder_import import suggest_model
+    wanted = suggest_model(paths)
+    if ctx.model is not None and ctx.model.name == wanted:
+        return None
+    info = load_model(ctx, h, wanted)
+    return {**info, "spec": wanted}
+
+
+def class_folders(ctx: EngineContext, h: JobHandle, folder: str) -> list[str]:
+    """The sub-folders of ``folder`` that hold images (candidates for classes)."""
+    from engine.labeling.folder_import import class_folders as find
+    return [str(d) for d in find(folder)]
+
+
+def remove_images(ctx: EngineContext, h: JobHandle, image_ids: list[int]) -> dict:
+    """Remove images from the project (files stay); says whether examples went with them."""
+    project = project_of(ctx)
+    examples = {i for i, _ in project.examples()}
+    removed = project.remove_images(image_ids)
+    return {"removed": removed, "examples": bool(examples & set(image_ids))}
 
 
 def set_labels(ctx: EngineContext, h: JobHandle, image_ids: list[int], class_id: int | None) -> bool:
@@ -266,4 +329,5 @@ def export_model(ctx: EngineContext, h: JobHandle, path: str, model_spec: str, b
     after the engine checked it against PyTorch; ``force`` only when the user agreed to
     replace the file."""
     from engine.export.onnx_model import export_from_project
-    return export_from_project(project_of(ctx), path, model_spec=model_spec, bundle=bundle, force=force)
+    return export_from_project(project_of(ctx), path, model_spec=model_spec, bundle=bundle, force=force,
+                               cancel=h.cancel)

@@ -14,11 +14,26 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QFileDialog, QWidget
 
 from fewshot_gui import jobs
+from fewshot_gui.folders import last_folder, remember_folder
 from fewshot_gui.progress_area import ProgressArea
 from fewshot_gui.project_state import ProjectState
 from fewshot_gui.worker import EngineWorker
 
 MAX_DETAILS = 500  # problem lines in a report's details
+
+
+def added_text(report: Any) -> str:
+    """What adding files did, in the terms the grid shows them: usable images added, the
+    unreadable ones (they are in the project, marked, with their reason) and what was
+    skipped (not images: not in the project)."""
+    text = f"{len(report.added):,} image{'s' if len(report.added) != 1 else ''} added"
+    if report.duplicates:
+        text += f", {len(report.duplicates):,} already in the project"
+    if report.errors:
+        text += f", {len(report.errors):,} unreadable (in the project, marked with the reason; see details)"
+    if report.skipped:
+        text += f", {len(report.skipped):,} skipped (not images; see details)"
+    return text
 
 
 class LabelingController(QObject):
@@ -27,11 +42,12 @@ class LabelingController(QObject):
 
     def __init__(self, worker: EngineWorker, progress: ProgressArea, state: ProjectState,
                  submit: Callable[..., int], notify: Callable[[str, str], None], reload: Callable[[], None],
-                 status: Callable[[str, int], None], dialog_parent: QWidget, parent=None):
+                 status: Callable[[str, int], None], dialog_parent: QWidget, settings: Any, parent=None):
         super().__init__(parent)
         self.worker, self.progress, self.state = worker, progress, state
         self.submit, self.notify, self.reload, self.status = submit, notify, reload, status
         self.dialog_parent = dialog_parent
+        self.settings = settings
         self.kind: str | None = None  # the running long job's kind, None when none runs
         worker.started_job.connect(self._started)
         worker.progressed.connect(self._progressed)
@@ -76,20 +92,17 @@ class LabelingController(QObject):
         if self.state.project is None:
             return
         if folder is None:
-            folder = QFileDialog.getExistingDirectory(self.dialog_parent, "Folder of images to label")
+            folder = QFileDialog.getExistingDirectory(self.dialog_parent, "Folder of images to label",
+                                                      last_folder(self.settings, "images"))
             if not folder:
                 return
+        remember_folder(self.settings, "images", folder)
 
         def done(result: tuple[Any, bool]) -> None:
             report, has_examples = result
             self.reload()
-            problems = [f"{p}: {why}" for p, why in list(report.errors) + list(report.skipped)]
-            text = f"{len(report.added):,} images added"
-            if report.duplicates:
-                text += f", {len(report.duplicates):,} already in the project"
-            if problems:
-                text += f", {len(problems):,} skipped (see details)"
-            self.notify(text, "\n".join(problems[:MAX_DETAILS]))
+            self.notify(added_text(report), "\n".join(f"{p}: {why}" for p, why in
+                                                      (list(report.errors) + list(report.skipped))[:MAX_DETAILS]))
             if has_examples:
                 self.label()
 
@@ -100,12 +113,15 @@ class LabelingController(QObject):
             return
         started = time.monotonic()
 
-        def done(summary: Any) -> None:
+        def done(result: Any) -> None:
             self.reload()
-            if summary is None:
-                return
+            summary, counts = result["summary"], result["counts"]
             what = "Labeling cancelled" if summary.cancelled else "Labeled"
-            text = f"{what}: {summary.predicted:,} images predicted in {time.monotonic() - started:.1f} s"
+            # The project's counts, as the status bar and the grid show them.
+            text = f"{what}: {counts['predicted']:,} images predicted, {counts['confirmed']:,} confirmed by you"
+            if counts["unlabeled"]:
+                text += f", {counts['unlabeled']:,} not labeled yet"
+            text += f" ({time.monotonic() - started:.1f} s)"
             if summary.skipped_classes:
                 text += f" (no examples yet: {', '.join(summary.skipped_classes)})"
             problems = [f"{p}: {why}" for _i, p, why in summary.failed]
@@ -113,7 +129,7 @@ class LabelingController(QObject):
                 text += f"; {len(problems)} could not be read (see details)"
             self.notify(text, "\n".join(problems[:MAX_DETAILS]))
 
-        self.submit("Labeling", jobs.label, done=done, kind="labeling")
+        self.submit("Labeling", jobs.label_and_count, done=done, kind="labeling")
 
     def refresh_predictions(self) -> None:
         """Re-adapt after the examples changed (a correction) and refresh every prediction."""

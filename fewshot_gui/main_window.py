@@ -37,7 +37,9 @@ from fewshot_gui.model_picker import ModelPicker
 from fewshot_gui.progress_area import ProgressArea
 from fewshot_gui.project_files import ProjectFiles
 from fewshot_gui.project_state import ProjectState
-from fewshot_gui.results_model import ResultsModel
+from fewshot_gui.folders import last_folder, remember_folder
+from fewshot_gui.project_edits import ProjectEdits
+from fewshot_gui.results_model import RecordRole, ResultsModel
 from fewshot_gui.results_page import ResultsPage
 from fewshot_gui.review import ReviewPanel
 from fewshot_gui.review_controller import ReviewController
@@ -60,7 +62,10 @@ class MainWindow(WindowChrome, QMainWindow):
         super().__init__()
         self.settings = settings if settings is not None else QSettings()
         self.setWindowTitle(APP_NAME)
+        # The model last used; a new project's first examples choose the one that suits them
+        # (photos, or omniglot for small grayscale images: jobs._suit_model).
         self.model_spec = str(self.settings.value("model", "omniglot"))
+        self._model_chosen = False  # the person picked the model for the open project
         self.model_scores: tuple[str, ...] | None = None  # what the loaded model's predictions carry
         self.engine_ready = False
         self.worker = EngineWorker()
@@ -69,6 +74,13 @@ class MainWindow(WindowChrome, QMainWindow):
         self.state = ProjectState(self._fetch_or_fail, self)
         self.files = ProjectFiles(self.settings, self.submit, self, self)
         self.files.opened.connect(self._opened)
+        self.edits = ProjectEdits(self.state, self.submit, self.reload, self.notify, self.statusBar().showMessage,
+                                  self._auto_model, self)
+        self.edits.model_switched.connect(self._model_switched)
+        # The window's own API for these (menus, panels, scripts and tests call them).
+        for name in ("add_class", "rename_class", "set_class_color", "reorder_classes", "delete_class",
+                     "add_examples", "set_labels", "undo", "redo", "remove_images", "remove_folder"):
+            setattr(self, name, getattr(self.edits, name))
         self._detail_wanted: int | None = None
         self.loader = ThumbnailLoader(self)
         self._grid_timer = QTimer(self, singleShot=True, interval=GRID_REFRESH_MS)
@@ -80,13 +92,16 @@ class MainWindow(WindowChrome, QMainWindow):
         self._build_toolbar()
         self._build_status_bar()
         self.labeling_jobs = LabelingController(self.worker, self.progress, self.state, self.submit, self.notify,
-                                                self.reload, self.statusBar().showMessage, self)
+                                                self.reload, self.statusBar().showMessage, self, self.settings)
         self.labeling_jobs.busy_changed.connect(self._update_actions)
         self.labeling_jobs.batch_written.connect(self._schedule_grid_refresh)
         self.reviewing = ReviewController(self.center, self.review, self.results_page, self.state, self.submit,
                                           self.set_labels, self.reload, self)
         self.reviewing.review_toggled.connect(self._review_toggled)
+        self.edits.undone.connect(self.reviewing.undone)
+        self.edits.predictions_stale.connect(self.labeling_jobs.refresh_predictions)
         self.review.undo_requested.connect(self.undo)
+        self.review.showing.connect(lambda image_id: self._show_detail(image_id) if self.in_review() else None)
         self.state.snapshot_changed.connect(self._apply_snapshot)
         self.state.counts_changed.connect(self._show_counts)
         self.model_picker = ModelPicker(self, BUNDLED_MODELS)
@@ -111,14 +126,17 @@ class MainWindow(WindowChrome, QMainWindow):
         self.start_page.open_requested.connect(self.open_project)
         self.start_page.folder_requested.connect(self.open_folder)
         self.start_page.recent_requested.connect(self.open_project)
+        self.start_page.import_requested.connect(lambda: self.files.new_from_examples(self._opened_for_import))
 
-        self.classes_panel = ClassesPanel(self.loader)
-        self.classes_panel.add_requested.connect(self.add_class)
-        self.classes_panel.rename_requested.connect(self.rename_class)
-        self.classes_panel.color_requested.connect(self.set_class_color)
-        self.classes_panel.delete_requested.connect(self.delete_class)
-        self.classes_panel.reorder_requested.connect(self.reorder_classes)
-        self.classes_panel.examples_dropped.connect(self.add_examples)
+        self.classes_panel = ClassesPanel(self.loader, self.settings)
+        panel = self.classes_panel
+        panel.add_requested.connect(self.add_class)
+        panel.rename_requested.connect(self.rename_class)
+        panel.color_requested.connect(self.set_class_color)
+        panel.delete_requested.connect(self.delete_class)
+        panel.reorder_requested.connect(self.reorder_classes)
+        panel.examples_dropped.connect(self.add_examples)
+        panel.folders_dropped.connect(lambda folders: [self.import_examples(f) for f in folders])
 
         self.results_model = ResultsModel(self.fetch, self)
         self.results_page = ResultsPage(self.results_model, self.loader)
@@ -131,6 +149,8 @@ class MainWindow(WindowChrome, QMainWindow):
         self.grid.current_changed.connect(self._show_detail)
         page.assign_requested.connect(self.assign_selected)
         page.examples_requested.connect(lambda class_id, ids: self.add_examples(class_id, [], ids))
+        page.remove_requested.connect(lambda ids: self.remove_images(ids, "selected"))
+        page.remove_folder_requested.connect(lambda folder: self.remove_folder(folder))
 
         self.review = ReviewPanel(self.loader)
         self.review.fetch_record = self.fetch_image
@@ -241,25 +261,22 @@ class MainWindow(WindowChrome, QMainWindow):
 
     def set_model(self, spec: str) -> None:
         if spec and spec != self.model_spec:
+            self._model_chosen = True
             self.model_picker.load(spec)  # an ONNX file may need its input size asked first
 
     def choose_checkpoint(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Checkpoint folder made by 'fewshot train'")
+        folder = QFileDialog.getExistingDirectory(self, "Checkpoint folder made by 'fewshot train'",
+                                                  last_folder(self.settings, "models"))
         if folder:
+            remember_folder(self.settings, "models", folder)
+            self._model_chosen = True
             self._load_model(folder)
 
     def _load_model(self, spec: str, preprocessing: dict | None = None) -> None:
         self.model_label.setText(f"Model: {Path(spec).name} (loading\u2026)")
 
         def done(info: dict) -> None:
-            self.model_spec = spec
-            self.settings.setValue("model", spec)
-            self.model_label.setText(f"Model: {Path(spec).name}")
-            self.model_label.setToolTip(info["description"])
-            self.model_scores = tuple(info["scores"])
-            self.results_page.set_scores(self.model_scores)
-            self.model_picker.model_loaded(spec)  # lists it among the recent models
-            self.model_picker.show_current()  # the combo row and the menu tick
+            self._show_model(spec, info)
 
         def failed(message: str) -> None:
             self.model_label.setText(f"Model: {Path(self.model_spec).name}")
@@ -270,6 +287,19 @@ class MainWindow(WindowChrome, QMainWindow):
                     lambda ctx, h: jobs.load_model(ctx, h, spec, preprocessing), done=done, failed=failed,
                     kind="model")
 
+    def _show_model(self, spec: str, info: dict) -> None:
+        self.model_spec = spec
+        self.settings.setValue("model", spec)
+        self.model_label.setText(f"Model: {Path(spec).name}")
+        self.model_label.setToolTip(info["description"])
+        self.model_scores = tuple(info["scores"])
+        self.results_page.set_scores(self.model_scores)
+        self.results_page.set_model_note(f"Labeling with: {info['description']}. A new project's first examples "
+                                         "choose the model that suits them (photos, or characters for small "
+                                         "grayscale images); the Model box in the toolbar changes it.")
+        self.model_picker.model_loaded(spec)  # lists it among the recent models
+        self.model_picker.show_current()  # the combo row and the menu tick
+
     # ================================================================ projects
 
     def new_project(self, path: str | None = None) -> None:
@@ -278,13 +308,18 @@ class MainWindow(WindowChrome, QMainWindow):
     def open_project(self, path: str | None = None) -> None:
         self.files.open_project(path)
 
-    def open_folder(self, folder: str | None = None) -> None:
-        self.files.open_folder(folder, self.add_folder)
+    def open_folder(self, folder: str | None = None, project_path: str | None = None,
+                    as_classes: bool | None = None) -> None:
+        self.files.open_folder(folder, self.add_folder, self.import_examples, project_path, as_classes)
 
     def _opened(self, project: Any, model_spec: str | None) -> None:
         self.set_project(project)
+        self._model_chosen = model_spec is not None  # a labeled project keeps its model
         if model_spec is not None and model_spec != self.model_spec:
             self._load_model(model_spec)  # label with the model the project was labeled with
+
+    def _opened_for_import(self, folder: str) -> None:
+        self.import_examples(folder)
 
     def close_project(self) -> None:
         if self.project is None:
@@ -295,6 +330,10 @@ class MainWindow(WindowChrome, QMainWindow):
 
     def set_project(self, project: Any) -> None:
         self.state.set_project(project)
+        self._detail_wanted = None
+        self.detail.show_record(None, [])  # nothing of the last project stays on screen
+        self.classes_panel.set_classes([], {})
+        self.results_page.reset_filters()  # a filter of the last project could hide all of this one
         self.results_model.set_project(project)
         self.pages.setCurrentIndex(1 if project is not None else 0)
         self.setWindowTitle(f"{Path(project.path).stem} \u2014 {APP_NAME}" if project is not None else APP_NAME)
@@ -358,8 +397,9 @@ class MainWindow(WindowChrome, QMainWindow):
         self.reviewing.show_snapshot(snap)
         self.grid.viewport().update()
 
-    def _apply_filter(self, class_id: int | None, status: str | None, flag: str | None) -> None:
-        self.results_model.set_filter(class_id, status, flag)
+    def _apply_filter(self, class_id: int | None, status: str | None, flag: str | None,
+                      hide_confirmed: bool = False) -> None:
+        self.results_model.set_filter(class_id, status, flag, hide_confirmed)
         self.reload()
 
     def _show_detail(self, image_id: int | None) -> None:
@@ -376,93 +416,35 @@ class MainWindow(WindowChrome, QMainWindow):
 
         self.fetch(lambda: (project.image(image_id), project.label_history(image_id)), done)
 
-    # ================================================================ classes and examples
-
-    def _project_job(self, name: str, call: Callable[[Any], Any], then: Callable[[Any], None] | None = None) -> None:
-        """A quick write to the project, then a reload."""
-        def done(result: Any) -> None:
-            self.reload()
-            if then is not None:
-                then(result)
-        self.submit(name, lambda ctx, h: call(jobs.project_of(ctx)), quick=True, done=done)
-
-    def add_class(self, name: str, color: str | None = None) -> None:
-        self._project_job("Adding class", lambda p: p.add_class(name, color))
-
-    def rename_class(self, class_id: int, name: str) -> None:
-        self._project_job("Renaming class", lambda p: p.rename_class(class_id, name))
-
-    def set_class_color(self, class_id: int, color: str) -> None:
-        self._project_job("Colouring class", lambda p: p.set_class_color(class_id, color))
-
-    def reorder_classes(self, class_ids: list[int]) -> None:
-        self._project_job("Reordering classes", lambda p: p.reorder_classes(class_ids))
-
-    def delete_class(self, class_id: int) -> None:
-        self.submit("Deleting class", lambda ctx, h: jobs.delete_class(ctx, h, class_id),
-                    done=lambda _r: self.reload(), kind="refresh")
-
-    def add_examples(self, class_id: int, paths: list[str], image_ids: list[int]) -> None:
-        """Dropped files, folders or grid tiles become examples; the model re-adapts and
-        every prediction refreshes in the same job."""
-        name = next((c.name for c in self.classes if c.id == class_id), "the class")
-
-        def done(report: Any) -> None:
-            self.reload()
-            n = len(report.added)
-            text = f"{n} example{'s' if n != 1 else ''} added to {name}"
-            problems = [f"{p}: {why}" for p, why in list(report.errors) + list(report.skipped)]
-            if report.duplicates:
-                text += f"; {len(report.duplicates)} already were examples"
-            if problems:
-                text += f"; {len(problems)} skipped (see details)"
-            self.notify(text, "\n".join(problems))
-
-        self.submit(f"Adding examples to {name}",
-                    lambda ctx, h: jobs.add_examples(ctx, h, class_id, list(paths) + list(image_ids)), done=done,
-                    kind="examples")
-
-    # ================================================================ labels, review, undo
-
-    def _after_label_change(self, refresh_predictions: bool) -> None:
-        self.reload()
-        if refresh_predictions:
-            self.labeling_jobs.refresh_predictions()
-
-    def set_labels(self, image_ids: list[int], class_id: int | None) -> None:
-        """Confirm images as a class. Those the model predicted otherwise are corrections:
-        they become examples (one undo step), and every prediction is refreshed."""
-        ids = list(image_ids)
-        self.submit("Saving labels", lambda ctx, h: jobs.set_labels(ctx, h, ids, class_id), quick=True,
-                    done=self._after_label_change)
+    # ================================================================ labels, review
 
     def assign_selected(self, class_id: int | None) -> None:
         ids = self.grid.selected_ids()
         if ids:
             self.set_labels(ids, class_id)
 
-    def undo(self) -> None:
+    def import_examples(self, folder: str | None = None) -> None:
+        """File > Import Examples from Folders: a folder with one sub-folder per class."""
         if self.project is None:
             return
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Folder with one sub-folder of examples per class",
+                                                      last_folder(self.settings, "examples"))
+            if not folder:
+                return
+        remember_folder(self.settings, "examples", folder)
+        self.edits.import_examples(folder)
 
-        def done(description: Any) -> None:
-            if description:
-                self.statusBar().showMessage(f"Undone: {description}", 5000)
-                self.reviewing.undone()
-            self._after_label_change(bool(description))
+    def _auto_model(self) -> bool:
+        """May the first examples choose the model? Not once the person chose one for the
+        project, nor when a checkpoint or ONNX model of theirs is loaded."""
+        return not self._model_chosen and self.model_spec in ("omniglot", "photos")
 
-        self.submit("Undoing", lambda ctx, h: jobs.project_of(ctx).undo(), quick=True, done=done)
-
-    def redo(self) -> None:
-        if self.project is None:
-            return
-
-        def done(description: Any) -> None:
-            if description:
-                self.statusBar().showMessage(f"Redone: {description}", 5000)
-            self._after_label_change(bool(description))
-
-        self.submit("Redoing", lambda ctx, h: jobs.project_of(ctx).redo(), quick=True, done=done)
+    def _model_switched(self, info: dict) -> None:
+        """The engine chose the model that suits the project's first examples."""
+        self._show_model(info["spec"], info)
+        self.notify(f"Labeling with the {info['spec']} model, which suits these examples "
+                    f"({info['description']}); another can be chosen in the toolbar")
 
     def in_review(self) -> bool:
         return self.reviewing.in_review()
@@ -472,8 +454,12 @@ class MainWindow(WindowChrome, QMainWindow):
 
     def _review_toggled(self, on: bool) -> None:
         self.act_review.setChecked(on)
+        self.detail.set_review_mode(on)
         if not on:
             self.grid.setFocus()
+            current = self.grid.currentIndex()
+            rec = current.data(RecordRole) if current.isValid() else None
+            self._show_detail(rec.id if rec is not None else None)
 
     # ================================================================ export
 

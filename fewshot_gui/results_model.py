@@ -51,6 +51,7 @@ class ResultsModel(QAbstractListModel):
         self.class_id: int | None = None
         self.status: str | None = None
         self.flag: str | None = None  # a score name: only images flagged by it
+        self.hide_confirmed = False
         self.sort = "name"
         self.descending = False
         self._count = 0
@@ -74,9 +75,10 @@ class ResultsModel(QAbstractListModel):
         self.endResetModel()
         self._request_count()
 
-    def set_filter(self, class_id: int | None, status: str | None, flag: str | None = None) -> None:
-        if (class_id, status, flag) != (self.class_id, self.status, self.flag):
-            self.class_id, self.status, self.flag = class_id, status, flag
+    def set_filter(self, class_id: int | None, status: str | None, flag: str | None = None,
+                   hide_confirmed: bool = False) -> None:
+        if (class_id, status, flag, hide_confirmed) != (self.class_id, self.status, self.flag, self.hide_confirmed):
+            self.class_id, self.status, self.flag, self.hide_confirmed = class_id, status, flag, hide_confirmed
             self.set_project(self.project)
 
     def set_sort(self, sort: str, descending: bool) -> None:
@@ -86,7 +88,8 @@ class ResultsModel(QAbstractListModel):
 
     def filters(self) -> dict[str, Any]:
         """The filter as ``Project.query``/``count`` keywords."""
-        return {"class_id": self.class_id, "status": self.status, "flag": self.flag}
+        return {"class_id": self.class_id, "status": self.status, "flag": self.flag,
+                "hide_confirmed": self.hide_confirmed}
 
     def refresh(self) -> None:
         """Re-read after the project changed, keeping rows (and so selection and

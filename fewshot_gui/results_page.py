@@ -7,12 +7,14 @@ what to read.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QMenu, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QMenu, QPushButton, QVBoxLayout, QWidget
 
 from engine.methods import uncertainty
+from fewshot_gui.class_chooser import ClassChooser, class_for_key, opens_chooser
 from fewshot_gui.results_model import STATUSES, ResultsModel
 from fewshot_gui.results_view import ResultsView
 from fewshot_gui.thumbnails import ThumbnailLoader
@@ -34,10 +36,12 @@ def sort_choices(scores: tuple[str, ...] | None) -> list[tuple[str, str, bool]]:
 class ResultsPage(QWidget):
     """Filters (class, status), sort, the grid and its count."""
 
-    filter_changed = Signal(object, object, object)  # class id, status, flag (a score name); None: any
+    filter_changed = Signal(object, object, object, bool)  # class id, status, flag (a score name), hide confirmed
     sort_changed = Signal(str, bool)  # store sort key, descending
     assign_requested = Signal(object)  # a class id (or None: none of these) for the selected tiles
     examples_requested = Signal(int, list)  # class id, image ids: make the selected tiles its examples
+    remove_requested = Signal(list)  # image ids: out of the project (files stay)
+    remove_folder_requested = Signal(str)  # a folder: every image of it out of the project
 
     def __init__(self, results_model: ResultsModel, loader: ThumbnailLoader, parent=None):
         super().__init__(parent)
@@ -48,12 +52,19 @@ class ResultsPage(QWidget):
         self.grid.customContextMenuRequested.connect(self._grid_menu)
         self.grid.installEventFilter(self)
         self.classes: list[Any] = []
+        self.chooser = ClassChooser(self.grid)
+        self.chooser.chosen.connect(lambda class_id: self.assign_requested.emit(class_id))
         self.class_filter = QComboBox()
         self.class_filter.setMinimumWidth(140)
         self.status_filter = QComboBox()
         for label, status in STATUSES:
             self.status_filter.addItem(label, status)
         self.flag_filter = QComboBox()
+        self.hide_confirmed = QCheckBox("Hide confirmed")
+        self.hide_confirmed.setToolTip("Leave out the images you labelled, so what is left to check stays together")
+        self.hide_confirmed.toggled.connect(self._filter_chosen)
+        self.hide_confirmed.clicked.connect(lambda: setattr(self, "_hide_chosen", True))
+        self._hide_chosen = False  # the person set the box: picking a sort no longer does
         self.sort_box = QComboBox()
         self._sorts: list[tuple[str, str, bool]] = []
         self._flags: list[str | None] = []
@@ -62,12 +73,14 @@ class ResultsPage(QWidget):
         self.status_filter.currentIndexChanged.connect(self._filter_chosen)
         self.flag_filter.currentIndexChanged.connect(self._filter_chosen)
         self.sort_box.currentIndexChanged.connect(self._sort_chosen)
+        self.sort_box.activated.connect(self._sort_picked)
         self.grid_count = QLabel()
         filters = QHBoxLayout()
         filters.addWidget(QLabel("Show"))
         filters.addWidget(self.class_filter)
         filters.addWidget(self.status_filter)
         filters.addWidget(self.flag_filter)
+        filters.addWidget(self.hide_confirmed)
         filters.addSpacing(12)
         filters.addWidget(QLabel("Sort"))
         filters.addWidget(self.sort_box)
@@ -77,22 +90,51 @@ class ResultsPage(QWidget):
         self.empty_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty_hint.setWordWrap(True)
         self.empty_hint.setStyleSheet("color: palette(placeholder-text); font-size: 14px; padding: 30px;")
+        self.show_all = QPushButton("Show all images")
+        self.show_all.clicked.connect(self.reset_filters)
+        self.show_all.setVisible(False)
+        self.model_note = QLabel()  # which model labels this project, shown while it has no images
+        self.model_note.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.model_note.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.addLayout(filters)
         layout.addWidget(self.empty_hint)
+        layout.addWidget(self.model_note)
+        layout.addWidget(self.show_all, 0, Qt.AlignmentFlag.AlignHCenter)
         layout.addWidget(self.grid, 1)
 
     # ------------------------------------------------------------ what the person chose
 
     def _filter_chosen(self) -> None:
         self.filter_changed.emit(self.class_filter.currentData(), self.status_filter.currentData(),
-                                 self.flag_filter.currentData())
+                                 self.flag_filter.currentData(), self.hide_confirmed.isChecked())
+
+    def reset_filters(self) -> None:
+        """Every image again (a new project, or "Show all images" when a filter hid everything)."""
+        for box in (self.class_filter, self.status_filter, self.flag_filter):
+            box.blockSignals(True)
+            box.setCurrentIndex(0)
+            box.blockSignals(False)
+        self.hide_confirmed.blockSignals(True)
+        self.hide_confirmed.setChecked(False)
+        self.hide_confirmed.blockSignals(False)
+        self._hide_chosen = False
+        self._filter_chosen()
+
+    def set_model_note(self, text: str) -> None:
+        self.model_note.setText(text)
 
     def current_sort(self) -> tuple[str, bool]:
         """(store sort key, descending) of the sort shown."""
         _label, key, descending = self._sorts[max(0, self.sort_box.currentIndex())]
         return key, descending
+
+    def _sort_picked(self, _index: int) -> None:
+        """A person picked a sort: a review order (uncertainty, confidence) hides what is
+        confirmed already, unless they chose otherwise with the box."""
+        if not self._hide_chosen:
+            self.hide_confirmed.setChecked(self.current_sort()[0] != "name")
 
     def _sort_chosen(self) -> None:
         if self._sorts:
@@ -158,41 +200,66 @@ class ResultsPage(QWidget):
             self._filter_chosen()
 
     def show_counts(self, counts: dict[str, int], has_classes: bool) -> None:
-        self.grid_count.setText(f"{counts['shown']:,} shown")
+        self.grid_count.setText(f"{counts['shown']:,} shown" + (f" of {counts['total']:,}"
+                                                                  if counts["shown"] != counts["total"] else ""))
         total = counts["total"]
+        hidden = total > 0 and counts["shown"] == 0
         if total == 0 and not has_classes:
-            text = ("Start with the classes: add a class on the left and drop a few example images on it.\n"
+            text = ("Start with the classes: File > Import Examples from Folders takes a folder with one "
+                    "sub-folder per class; or add a class on the left and drop a few example images on it.\n"
                     "Then use \u201cAdd Folder to Label\u201d to label a whole folder.")
         elif total == 0:
             text = "Drop a few example images on each class, then use \u201cAdd Folder to Label\u201d."
+        elif hidden:
+            text = f"No image matches the filter: it hides all {total:,} images of the project."
         else:
             text = ""
         self.empty_hint.setText(text)
         self.empty_hint.setVisible(bool(text))
+        self.model_note.setVisible(total == 0 and bool(self.model_note.text()))
+        self.show_all.setVisible(hidden)
 
     # ------------------------------------------------------------ grid input
 
     def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt override
-        # Digits in the grid assign a class to the selection, as in review mode.
+        # Keys in the grid assign a class to the selection, as in review mode: 1-9 and 0
+        # the first ten, / or a letter a search box over every class.
         if obj is self.grid and event.type() == event.Type.KeyPress:
             key = event.key()
-            if Qt.Key.Key_1 <= key <= Qt.Key.Key_9 and not (event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier):
-                k = key - Qt.Key.Key_1
-                if k < len(self.classes) and self.grid.selected_ids():
-                    self.assign_requested.emit(self.classes[k].id)
+            plain = not (event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier)
+            if plain and (Qt.Key.Key_0 <= key <= Qt.Key.Key_9):
+                cls = class_for_key(key, self.classes)
+                if cls is not None and self.grid.selected_ids():
+                    self.assign_requested.emit(cls.id)
+                return True
+            start = opens_chooser(event)
+            if start is not None and self.classes and self.grid.selected_ids():
+                n = len(self.grid.selected_ids())
+                self.chooser.open_for(self.classes, f"{n} selected image{'s' if n != 1 else ''}", start)
                 return True
         return super().eventFilter(obj, event)
 
     def _grid_menu(self, pos) -> None:
-        ids = self.grid.selected_ids()
-        if not ids:
+        """Only what applies to the selection: unreadable files cannot be labelled or be
+        examples, so for them the menu offers what can be done (remove them)."""
+        records = self.grid.selected_records()
+        if not records:
             return
+        usable = [r.id for r in records if r.error is None]
         menu = QMenu(self)
-        for c in self.classes:
-            menu.addAction(f"Label as {c.name}", lambda cid=c.id: self.assign_requested.emit(cid))
-        menu.addAction("None of These Classes", lambda: self.assign_requested.emit(None))
-        menu.addSeparator()
-        add = menu.addMenu("Make Examples Of")
-        for c in self.classes:
-            add.addAction(c.name, lambda cid=c.id: self.examples_requested.emit(cid, ids))
+        if usable:
+            for c in self.classes:
+                menu.addAction(f"Label as {c.name}", lambda cid=c.id: self.assign_requested.emit(cid))
+            menu.addAction("None of These Classes", lambda: self.assign_requested.emit(None))
+            menu.addSeparator()
+            add = menu.addMenu("Make Examples Of")
+            for c in self.classes:
+                add.addAction(c.name, lambda cid=c.id: self.examples_requested.emit(cid, usable))
+            menu.addSeparator()
+        n = len(records)
+        menu.addAction(f"Remove {'This Image' if n == 1 else f'{n} Images'} from Project",
+                       lambda: self.remove_requested.emit([r.id for r in records]))
+        folder = os.path.dirname(records[0].path)
+        menu.addAction(f"Remove Folder \u201c{os.path.basename(folder) or folder}\u201d from Project",
+                       lambda: self.remove_folder_requested.emit(folder))
         menu.exec(self.grid.viewport().mapToGlobal(pos))

@@ -13,6 +13,7 @@ repaint took 100-400 ms. One call waits once.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QModelIndex, QPoint, QRect, QRectF, QSize, Qt, QTimer, Signal
@@ -28,6 +29,20 @@ FRAME_PAD = 3  # room around a tile's frame for its widest pen (4 px, half outsi
 # Below this confidence a prediction gets the "?" badge: the top class is less
 # likely than all the others together, or barely more so.
 UNCERTAIN_CONFIDENCE = 0.6
+
+
+_SHORT_REASONS = (("too large", "too large"), ("truncated", "truncated or corrupt"), ("corrupt", "corrupt"),
+                  ("not an image", "not an image"), ("permission", "not allowed to read it"),
+                  ("empty", "empty file"), ("not found", "file missing"), ("symbolic link", "broken link"),
+                  ("regular file", "not a file"), ("NaN", "the model failed on it"))
+
+
+def short_reason(error: str) -> str:
+    """A few words for a tile; the whole reason is in the tooltip and the detail pane."""
+    for key, words in _SHORT_REASONS:
+        if key in error:
+            return words
+    return " ".join(error.split()[:4])
 
 
 def is_uncertain(rec: Any) -> bool:
@@ -132,8 +147,12 @@ class TileDelegate(QStyledItemDelegate):
             else:
                 p.fillRect(thumb_rect, pal.alternateBase().color())
                 if rec.error is not None or self.loader.failed(rec.path):
+                    # Which file, and what is wrong with it, on the tile itself.
                     p.setPen(pal.text().color())
-                    p.drawText(thumb_rect, Qt.AlignmentFlag.AlignCenter, "cannot\nshow")
+                    name = self._elide(p, Path(rec.path).name, thumb_rect.width() - 8)
+                    why = short_reason(rec.error) if rec.error else "cannot be shown"
+                    p.drawText(thumb_rect.adjusted(4, 4, -4, -4), Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
+                               f"{name}\n\n{why}")
         self._paint_caption(p, rec, cls, color, QRect(r.left() + 6, thumb_rect.bottom() + 4, r.width() - 12, 26),
                             option)
         if rec is not None:
@@ -234,6 +253,16 @@ class ResultsView(QListView):
                 self._current_id = rec.id
                 self.current_changed.emit(rec.id)
 
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        """Tiles spread over the whole width: as many columns as fit, widened to fill it
+        (a fixed grid left a gutter of up to a tile on the right)."""
+        width = self.viewport().width()
+        columns = max(1, width // TILE.width())
+        grid = QSize(max(TILE.width(), width // columns), TILE.height())
+        if grid != self.gridSize():
+            self.setGridSize(grid)
+        super().resizeEvent(event)
+
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt override
         """What QListView.paintEvent does for this grid (every item enabled, no hover
         look, no drop indicator), with the delegate called from here."""
@@ -259,13 +288,16 @@ class ResultsView(QListView):
         finally:
             painter.end()
 
-    def selected_ids(self) -> list[int]:
-        ids = []
+    def selected_records(self) -> list[Any]:
+        out = []
         for index in sorted(self.selectionModel().selectedIndexes(), key=lambda i: i.row()):
             rec = index.data(RecordRole)
             if rec is not None:
-                ids.append(rec.id)
-        return ids
+                out.append(rec)
+        return out
+
+    def selected_ids(self) -> list[int]:
+        return [r.id for r in self.selected_records()]
 
     def _thumbnail_ready(self, path: str) -> None:
         # Thumbnails arrive one signal each, dozens per page scrolled: collect them and

@@ -1,6 +1,7 @@
 """Review mode: one image at a time in the engine's review order, decided from the keyboard.
 
-1-9 assign that class, Enter accepts the model's prediction, X says "none of
+1-9 and 0 assign the first ten classes, / or a letter opens a search box that
+assigns any class by name, Enter accepts the model's prediction, X says "none of
 these classes", arrows move, Esc leaves. The panel only says what the user
 decided (signals); the main window saves each decision at once as a job and
 calls :meth:`refresh` when it is written, so the panel shows what the database
@@ -17,6 +18,7 @@ from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout,
                                QWidget)
 
+from fewshot_gui.class_chooser import ClassChooser, class_for_key, opens_chooser
 from fewshot_gui.detail_pane import ProbabilityBars, describe_label, probability_rows
 from fewshot_gui.thumbnails import ThumbnailLoader
 
@@ -33,6 +35,7 @@ class ReviewPanel(QWidget):
     undo_requested = Signal()
     leave = Signal()
     mode_changed = Signal(str)
+    showing = Signal(object)  # the image id under review, or None: the detail pane follows it
 
     def __init__(self, loader: ThumbnailLoader, parent=None):
         super().__init__(parent)
@@ -44,6 +47,8 @@ class ReviewPanel(QWidget):
         # Set by the main window: reads one image in the reader thread, then calls back.
         self.fetch_record: Callable[[int, Callable[[Any], None]], None] = lambda image_id, done: done(None)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.chooser = ClassChooser(self)
+        self.chooser.chosen.connect(self._chosen)
 
         self.mode = QComboBox()
         for label, mode in MODES:
@@ -105,7 +110,9 @@ class ReviewPanel(QWidget):
             item = self.keys.takeAt(0)
             if item.widget() is not None:
                 item.widget().deleteLater()
-        entries = [(str(i + 1), c.name, c.color) for i, c in enumerate(self.classes[:9])]
+        entries = [(str((i + 1) % 10), c.name, c.color) for i, c in enumerate(self.classes[:10])]
+        if len(self.classes) > 10:
+            entries.append(("/", f"find any of the {len(self.classes)} classes by name", None))
         entries += [("Enter", "accept the prediction", None), ("X", "none of these classes", None),
                     ("\u2190 \u2192", "previous / next", None), ("Ctrl+Z", "undo", None)]
         for row, (key, text, color) in enumerate(entries):
@@ -122,6 +129,7 @@ class ReviewPanel(QWidget):
     def refresh(self) -> None:
         """Re-read the current image (after a decision was saved, or predictions refreshed)."""
         image_id = self.current_id()
+        self.showing.emit(image_id)
         n = len(self.order)
         self.where.setText(f"{min(self.position + 1, n)} of {n}" if n else "nothing to review")
         if image_id is None:
@@ -186,11 +194,9 @@ class ReviewPanel(QWidget):
             self.go(-1)
         elif mods != Qt.KeyboardModifier.NoModifier or image_id is None:
             super().keyPressEvent(event)
-        elif Qt.Key.Key_1 <= key <= Qt.Key.Key_9:
-            k = key - Qt.Key.Key_1
-            if k < len(self.classes):
-                self.assign.emit(image_id, self.classes[k].id)
-                self.go(1)
+        elif class_for_key(key, self.classes) is not None:
+            self.assign.emit(image_id, class_for_key(key, self.classes).id)
+            self.go(1)
         elif key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
             # The prediction is read where it is saved (the worker): the record on screen
             # may still be loading when a fast reviewer presses Enter.
@@ -199,8 +205,17 @@ class ReviewPanel(QWidget):
         elif key == Qt.Key.Key_X:
             self.none_of_these.emit(image_id)
             self.go(1)
+        elif opens_chooser(event) is not None and self.classes:
+            self.chooser.open_for(self.classes, "this image", opens_chooser(event))
         else:
             super().keyPressEvent(event)
+
+    def _chosen(self, class_id: int) -> None:
+        image_id = self.current_id()
+        if image_id is not None:
+            self.assign.emit(image_id, class_id)
+            self.go(1)
+        self.setFocus()
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
         super().resizeEvent(event)

@@ -11,6 +11,7 @@ class StartPage(QWidget):
     new_requested = Signal()
     open_requested = Signal()
     folder_requested = Signal()
+    import_requested = Signal()  # a new project from a folder of class sub-folders
     recent_requested = Signal(str)
 
     def __init__(self, parent=None):
@@ -24,15 +25,19 @@ class StartPage(QWidget):
         self.new_button = QPushButton("New project\u2026")
         self.open_button = QPushButton("Open project\u2026")
         self.folder_button = QPushButton("Open a folder of images\u2026")
-        self.folder_button.setToolTip("Start a project for a folder straight away (kept in the app's data folder)")
+        self.folder_button.setToolTip("A project for a folder of images: you choose where it is saved, and whether "
+                                      "its sub-folders are classes")
+        self.import_button = QPushButton("New project from example folders\u2026")
+        self.import_button.setToolTip("A folder with one sub-folder of example images per class: one step to "
+                                      "every class and its examples")
         for b, signal in ((self.new_button, self.new_requested), (self.open_button, self.open_requested),
-                          (self.folder_button, self.folder_requested)):
+                          (self.folder_button, self.folder_requested), (self.import_button, self.import_requested)):
             b.setMinimumHeight(44)
             b.setMinimumWidth(200)
             b.clicked.connect(signal)
         buttons = QHBoxLayout()
         buttons.addStretch(1)
-        for b in (self.new_button, self.open_button, self.folder_button):
+        for b in (self.new_button, self.import_button, self.open_button, self.folder_button):
             buttons.addWidget(b)
         buttons.addStretch(1)
         self.recent_title = QLabel("<b>Recent projects</b>")

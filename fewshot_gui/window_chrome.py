@@ -23,13 +23,15 @@ BUNDLED_MODELS = (("omniglot", "Omniglot characters (Conv4, 28 px)"),
 SHORTCUTS_HELP = """<h3>Keyboard shortcuts</h3>
 <table cellpadding=3>
 <tr><td><b>Review mode</b></td><td></td></tr>
-<tr><td>1 \u2013 9</td><td>assign that class (a correction becomes an example)</td></tr>
+<tr><td>1 \u2013 9, 0</td><td>assign the first ten classes (a correction becomes an example)</td></tr>
+<tr><td>/ or a letter</td><td>find any class by name, Enter assigns it</td></tr>
 <tr><td>Enter</td><td>accept the model's prediction</td></tr>
 <tr><td>X</td><td>none of these classes</td></tr>
 <tr><td>\u2190 \u2192</td><td>previous / next image</td></tr>
 <tr><td>Esc</td><td>leave review mode</td></tr>
 <tr><td><b>Grid</b></td><td></td></tr>
-<tr><td>1 \u2013 9</td><td>assign that class to every selected image</td></tr>
+<tr><td>1 \u2013 9, 0</td><td>assign that class to every selected image</td></tr>
+<tr><td>/ or a letter</td><td>find any class by name for the selection</td></tr>
 <tr><td>Ctrl+A</td><td>select all</td></tr>
 <tr><td><b>Anywhere</b></td><td></td></tr>
 <tr><td>Ctrl+Z / Ctrl+Shift+Z</td><td>undo / redo a label or example</td></tr>
@@ -58,6 +60,9 @@ class WindowChrome:
         self.act_open_folder = action("Open a &Folder of Images\u2026", self.open_folder)
         self.act_add_folder = action("&Add Folder to Label\u2026", self.add_folder, "Ctrl+Shift+O",
                                      "Add the images of a folder to the project and label them")
+        self.act_import_examples = action("&Import Examples from Folders\u2026", self.import_examples, "Ctrl+Shift+I",
+                                          "A folder with one sub-folder per class: each becomes a class, its images "
+                                          "its examples")
         self.act_label = action("&Label Images", self.label, "Ctrl+L",
                                 "Adapt the model to the examples and label every image")
         self.act_cancel = action("&Cancel", self.cancel, None, "Stop the running job after its current batch")
@@ -89,6 +94,7 @@ class WindowChrome:
         self.recent_menu = file.addMenu("Open &Recent")
         file.addAction(self.act_open_folder)
         file.addSeparator()
+        file.addAction(self.act_import_examples)
         file.addAction(self.act_add_folder)
         self.export_menu = file.addMenu("&Export")
         self.export_menu.addAction(self.act_export_csv)
@@ -162,8 +168,8 @@ class WindowChrome:
         self.assign_menu.clear()
         for i, c in enumerate(self.classes):
             a = self.assign_menu.addAction(c.name, lambda cid=c.id: self.assign_selected(cid))
-            if i < 9:
-                a.setShortcut(QKeySequence(str(i + 1)))
+            if i < 10:
+                a.setShortcut(QKeySequence(str((i + 1) % 10)))
                 a.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)  # the grid handles digits itself
         self.assign_menu.addSeparator()
         self.assign_menu.addAction("None of These Classes", lambda: self.assign_selected(None))
@@ -171,7 +177,8 @@ class WindowChrome:
 
     def _update_actions(self) -> None:
         has = self.project is not None
-        for a in (self.act_add_folder, self.act_label, self.act_export_csv, self.act_export_json,
+        for a in (self.act_add_folder, self.act_import_examples, self.act_label, self.act_export_csv,
+                  self.act_export_json,
                   self.act_export_folders, self.act_close, self.act_review):
             a.setEnabled(has)
         self.export_menu.setEnabled(has)
@@ -188,7 +195,8 @@ class WindowChrome:
         QMessageBox.information(self, "Keyboard shortcuts", SHORTCUTS_HELP)
 
     def show_about(self) -> None:
+        from engine.version import __version__
         QMessageBox.about(self, f"About {APP_NAME}",
-                          f"<h3>{APP_NAME}</h3><p>Labels folders of images from a few examples per class with "
-                          "meta-learned few-shot models (Prototypical Networks and friends).</p>"
+                          f"<h3>{APP_NAME} {__version__}</h3><p>Labels folders of images from a few examples per "
+                          "class with meta-learned few-shot models (Prototypical Networks and friends).</p>"
                           "<p>Corrections become examples and the model re-adapts at once.</p>")

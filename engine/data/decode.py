@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import stat
 import struct
 import zlib
@@ -156,6 +157,22 @@ def _explain_unreadable(path: Path, label: str) -> None:
     raise ImageDecodeError(label, "the file could not be opened; check the disk or network share")
 
 
+def too_large_reason(error: Exception | None, width: int = 0, height: int = 0, limit: int = 0) -> str:
+    """Why an image is refused for its size, in megapixels, from its size or from
+    Pillow's DecompressionBombError ("Image size (N pixels) exceeds limit of M pixels ...")."""
+    if error is not None:
+        numbers = [int(n) for n in re.findall(r"\d+", str(error))]
+        pixels, limit = (numbers[0], numbers[1]) if len(numbers) >= 2 else (0, Image.MAX_IMAGE_PIXELS or 0)
+    else:
+        pixels = width * height
+    size = f"{width}x{height} = " if width and height else ""
+    if limit >= 1_000_000:
+        amount = f"{size}{pixels / 1e6:,.0f} megapixels, over the {int(limit / 1e6):,} megapixel limit"
+    else:
+        amount = f"{size}{pixels:,} pixels, over the limit of {limit:,}"
+    return f"the image is too large: {amount} (a guard against images made to exhaust memory); downscale it"
+
+
 @contextmanager
 def _decoded_stream(fh: BinaryIO, label: str, max_pixels: int,
                     draft_size: tuple[int, int] | None) -> Iterator[tuple[Image.Image, bool]]:
@@ -164,8 +181,7 @@ def _decoded_stream(fh: BinaryIO, label: str, max_pixels: int,
     try:
         img = Image.open(fh)
     except Image.DecompressionBombError as e:
-        raise ImageDecodeError(label, f"the image is too large to decode safely ({e}); "
-                                      "downscale it before adding it") from None
+        raise ImageDecodeError(label, too_large_reason(e)) from None
     except UnidentifiedImageError:
         fh.seek(0)
         raise ImageDecodeError(label, _not_an_image_reason(fh.read(512))) from None
@@ -177,14 +193,13 @@ def _decoded_stream(fh: BinaryIO, label: str, max_pixels: int,
         if width <= 0 or height <= 0:
             raise ImageDecodeError(label, f"the header claims an empty image ({width}x{height}); the file is damaged")
         if width * height > max_pixels:
-            raise ImageDecodeError(label, f"the image is too large: {width}x{height} = {width * height:,} pixels, "
-                                          f"over the limit of {max_pixels:,}; downscale it before adding it")
+            raise ImageDecodeError(label, too_large_reason(None, width, height, max_pixels))
         if draft_size is not None and img.format == "JPEG":
             img.draft(None, draft_size)
         try:
             img.load()  # full decode of frame 0, so truncated data fails here
         except Image.DecompressionBombError as e:
-            raise ImageDecodeError(label, f"the image is too large to decode safely ({e})") from None
+            raise ImageDecodeError(label, too_large_reason(e)) from None
         except MemoryError:
             raise ImageDecodeError(label, "not enough memory to decode this image; downscale it") from None
         except _CORRUPT_ERRORS as e:

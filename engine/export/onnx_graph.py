@@ -47,7 +47,7 @@ def attach_head(features: Any, feature_output: str, head: Any, head_input: str, 
             raise ExportError(f"the feature extractor's ONNX opset {opset_of(features)} cannot be converted to "
                               f"opset {target} for the export ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
                               f"export your feature extractor at opset {target} or newer and load that file") from None
-    features.ir_version = max(features.ir_version, head.ir_version)
+    features.ir_version = head.ir_version = max(features.ir_version, head.ir_version)
     try:
         merged = compose.merge_models(features, head, io_map=[(feature_output, head_input)], prefix2=prefix)
     except Exception as e:  # noqa: BLE001

@@ -1,6 +1,6 @@
 """Labeling projects: the project store and folder scanning.
 
-- ``store.py``: :class:`Project`, the SQLite project file and every action on it;
+- ``store/``: :class:`Project`, the SQLite project file and every action on it (a package by concern);
 - ``schema.py``: its tables and migrations; ``records.py``: the records it returns;
 - ``scan.py``: finding and fingerprinting image files; ``history.py``: undo/redo;
 - ``lock.py``: one process per project.

@@ -149,7 +149,7 @@ class Labeler:
         self._table: EmbeddingTable | None = None
         self._row_of_image: dict[int, int] = {}
         self._scorer: CachedScorer | None = None
-        self._table_key: tuple[int, int] | None = None
+        self._table_key: tuple[int, ...] | None = None
 
     # ------------------------------------------------------------------ public
 
@@ -358,10 +358,8 @@ class Labeler:
         self._table = None
         self._table_key = None
 
-    def _cache_key(self) -> tuple[int, int]:
-        # Images are only ever added or marked bad, so these two counts change whenever
-        # the set of usable images does.
-        return self.project.count(), self.project.count(status="error")
+    def _cache_key(self) -> tuple[int, ...]:
+        return self.project.image_generation()
 
     def _ensure_table(self) -> EmbeddingTable:
         key = self._cache_key()

@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Iterator
 from PIL import Image, UnidentifiedImageError
 
 # The decoder's own error classes and wording, so one problem reads the same at scan and at decode time.
-from engine.data.decode import _CORRUPT_ERRORS, DEFAULT_MAX_PIXELS, _not_an_image_reason, nonblocking_opener
+from engine.data.decode import _CORRUPT_ERRORS, DEFAULT_MAX_PIXELS, _not_an_image_reason, nonblocking_opener, too_large_reason
 from engine.data.decode import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ def _read_header(fh, max_pixels: int) -> dict:
             width, height = img.size
             fmt = img.format
     except Image.DecompressionBombError as e:
-        return {"error": f"the image is too large to decode safely ({e}); downscale it before adding it"}
+        return {"error": too_large_reason(e)}
     except UnidentifiedImageError:
         fh.seek(0)
         return {"error": _not_an_image_reason(fh.read(512))}
@@ -200,8 +200,7 @@ def _read_header(fh, max_pixels: int) -> dict:
         return {"error": f"the header claims an empty image ({width}x{height}); the file is damaged"}
     if width * height > max_pixels:
         return {"width": width, "height": height, "format": fmt,
-                "error": f"the image is too large: {width}x{height} = {width * height:,} pixels, over the limit of "
-                         f"{max_pixels:,}; downscale it before adding it"}
+                "error": too_large_reason(None, width, height, max_pixels)}
     return {"width": width, "height": height, "format": fmt}
 
 

@@ -89,11 +89,11 @@ class SortIndex:
             loader.join()
 
     def order(self, conn: sqlite3.Connection, column: str, class_id: int | None, status: str | None,
-              descending: bool, flag: str | None = None) -> np.ndarray:
+              descending: bool, flag: str | None = None, hide_confirmed: bool = False) -> np.ndarray:
         """Ids of the images passing the filter, by ``column`` (ties by id, in the same
         direction), then those without a value, by id. ``flag``: only images past that
         score's threshold (engine.methods.uncertainty)."""
-        key = (column, class_id, status, descending, flag)
+        key = (column, class_id, status, descending, flag, hide_confirmed)
         if key not in self._orders:
             if not self._loaded:
                 self._load(conn)
@@ -102,6 +102,8 @@ class SortIndex:
                 mask &= self._status == _STATUS_CODE[status]
             if class_id is not None:
                 mask &= self._class == class_id
+            if hide_confirmed:
+                mask &= self._status != _STATUS_CODE["confirmed"]
             if flag is not None:
                 score = uncertainty.score(flag)
                 values = self._metrics[:, METRIC_COLUMNS.index(score.name)]
@@ -131,6 +133,8 @@ class SortIndex:
             self._loaded = False
             return
         ids = sorted(set(image_ids))
+        known = np.array([i for i in ids if i < len(self._present)], dtype=np.int64)
+        self._present[known] = False  # removed images are not read back; the rest are, below
         for start in range(0, len(ids), _IN_CHUNK):
             part = ids[start:start + _IN_CHUNK]
             self._store(_fetch(conn, f" WHERE id IN ({','.join('?' * len(part))})", part))

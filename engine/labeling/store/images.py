@@ -66,6 +66,7 @@ class ImagesPart:
         out = []
         revived = []
         with self._tx(durable=False):
+            next_id = self.next_image_id()  # never an id a removed image had (removal.py)
             for f in files:
                 if f.hash is not None:
                     row = self._conn.execute("SELECT id FROM images WHERE hash = ?", (f.hash,)).fetchone()
@@ -83,10 +84,11 @@ class ImagesPart:
                     revived.append(row[0])
                     out.append((f, row[0], True))
                 else:
-                    cur = self._conn.execute(
-                        "INSERT INTO images(path, hash, size, width, height, format, error, added, status) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (*values, "error" if f.error else "unlabeled"))
-                    out.append((f, int(cur.lastrowid), True))
+                    self._conn.execute(
+                        "INSERT INTO images(id, path, hash, size, width, height, format, error, added, status) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (next_id, *values, "error" if f.error else "unlabeled"))
+                    out.append((f, next_id, True))
+                    next_id += 1
             self._touch(image_id for _, image_id, new in out if new)
             self._refresh(revived)
         return out

@@ -28,6 +28,7 @@ from engine.labeling.history import (
 from engine.labeling.records import AddReport
 from engine.labeling.store.base import locked
 from engine.labeling.store.images import as_list
+from engine.labeling.store.removal import REMOVED
 from engine.labeling.store.status import SUMMARY_COLUMNS, status_sql
 
 
@@ -198,6 +199,8 @@ class LabelsPart:
                     "INSERT INTO examples(image_id, class_id, added) VALUES (?, ?, ?) "
                     "ON CONFLICT(image_id) DO UPDATE SET class_id = excluded.class_id, added = excluded.added",
                     (change.image_id, state, time.time()))
+        elif change.kind == REMOVED:
+            self._apply_removal(change, state)
         else:
             raise ProjectError(f"the undo history holds an unknown step {change.kind!r}; "
                                "the project was written by another version of the app")

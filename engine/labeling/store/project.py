@@ -8,8 +8,10 @@ from engine.labeling.store.images import ImagesPart
 from engine.labeling.store.labels import LabelsPart
 from engine.labeling.store.predictions import PredictionsPart
 from engine.labeling.store.queries import QueriesPart
+from engine.labeling.store.removal import RemovalPart
 
 
-class Project(ClassesPart, ImagesPart, LabelsPart, PredictionsPart, EmbeddingsPart, QueriesPart, ProjectBase):
+class Project(ClassesPart, ImagesPart, LabelsPart, RemovalPart, PredictionsPart, EmbeddingsPart, QueriesPart,
+              ProjectBase):
     """An open labeling project. Use :meth:`create` or :meth:`open`, and close it
     (or use it as a context manager) to let another process open it."""

@@ -16,11 +16,12 @@ from engine.labeling.store.status import IMAGE_COLUMNS, record_of
 class QueriesPart:
     @locked
     def query(self, *, class_id: int | None = None, status: str | None = None, sort: str = "name",
-              descending: bool = False, offset: int = 0, limit: int = 100, flag: str | None = None
-              ) -> list[ImageRecord]:
+              descending: bool = False, offset: int = 0, limit: int = 100, flag: str | None = None,
+              hide_confirmed: bool = False) -> list[ImageRecord]:
         """One page of images. Filters: ``class_id`` (current label, human or model),
         ``status`` and ``flag`` (a score's name: only images past its threshold in
-        engine.methods.uncertainty, e.g. ``margin`` for close calls). Sorts: name (path, ignoring case), confidence, entropy, margin,
+        engine.methods.uncertainty, e.g. ``margin`` for close calls), ``hide_confirmed``
+        (leave out images a person labelled). Sorts: name (path, ignoring case), confidence, entropy, margin,
         mutual_info, ood; ties in the sort direction by id. Images without a value for the
         sort key (no prediction, or a method without mutual information) come last
         either way, in the order added."""
@@ -28,10 +29,11 @@ class QueriesPart:
             raise ProjectError(f"unknown sort {sort!r}; use one of {', '.join(schema.SORT_COLUMNS)}")
         if offset < 0 or limit < 0:
             raise ProjectError(f"a page needs offset >= 0 and limit >= 0 (got {offset}, {limit})")
-        where, params = self._filter(class_id, status, flag)
+        where, params = self._filter(class_id, status, flag, hide_confirmed)
         col = schema.SORT_COLUMNS[sort]
         if col != "path":
-            ids = self._sort_index.order(self._conn, col, class_id, status, descending, flag)[offset:offset + limit]
+            ids = self._sort_index.order(self._conn, col, class_id, status, descending, flag,
+                                         hide_confirmed)[offset:offset + limit]
             return self._records_by_id(ids.tolist())
         d = "DESC" if descending else "ASC"
         # Name the index (schema._page_indexes): without statistics the planner may pick
@@ -45,8 +47,9 @@ class QueriesPart:
         return self._records(rows)
 
     @locked
-    def count(self, *, class_id: int | None = None, status: str | None = None, flag: str | None = None) -> int:
-        where, params = self._filter(class_id, status, flag)
+    def count(self, *, class_id: int | None = None, status: str | None = None, flag: str | None = None,
+              hide_confirmed: bool = False) -> int:
+        where, params = self._filter(class_id, status, flag, hide_confirmed)
         return self._conn.execute(f"SELECT count(*) FROM images {_where(where)}", params).fetchone()[0]
 
     def iter_images(self, chunk: int = 1000) -> Iterator[ImageRecord]:
@@ -64,9 +67,11 @@ class QueriesPart:
             yield from records
             last = records[-1].id
 
-    def _filter(self, class_id: int | None, status: str | None, flag: str | None = None
-                ) -> tuple[list[str], list]:
+    def _filter(self, class_id: int | None, status: str | None, flag: str | None = None,
+                hide_confirmed: bool = False) -> tuple[list[str], list]:
         terms, params = [], []
+        if hide_confirmed:
+            terms.append("status != 'confirmed'")
         if flag is not None:
             try:
                 terms.append(uncertainty.flag_condition(flag))

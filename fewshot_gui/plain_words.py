@@ -1,0 +1,49 @@
+"""What a prediction means, in a few words a person reads at a glance.
+
+The numbers (entropy, margin, unusualness ...) stay one click away in the detail pane;
+this is the line shown first. Thresholds are the registry's flags
+(engine.methods.uncertainty), the same the grid's "Only close calls" filter uses.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from engine.methods import uncertainty
+
+CONFIDENT = 0.9
+PROBABLY = 0.6
+
+
+def _flagged(rec: Any, name: str) -> bool:
+    value = rec.scores.get(name) if rec.scores else None
+    score = uncertainty.BY_NAME.get(name)
+    if value is None or score is None or score.flag is None:
+        return False
+    return value > score.flag if score.descending else value < score.flag
+
+
+def top_two(rec: Any, classes: dict[int, Any]) -> list[str]:
+    probs = sorted((rec.probs or {}).items(), key=lambda kv: -kv[1])
+    return [classes[cid].name for cid, _p in probs[:2] if cid in classes]
+
+
+def plain_summary(rec: Any, classes: dict[int, Any]) -> str:
+    """One line: how sure the model is about this image, and why not, if it is not."""
+    if rec is None or rec.status == "error" or rec.confidence is None or not rec.probs:
+        return ""
+    best = top_two(rec, classes)
+    if not best:
+        return ""
+    if _flagged(rec, "ood_score"):
+        return f"Looks like none of these classes (closest: {best[0]})"
+    if _flagged(rec, "mutual_info"):
+        return f"Few examples like this one: probably {best[0]}, but more examples would settle it"
+    if len(best) > 1 and _flagged(rec, "margin"):
+        return f"Unsure between {best[0]} and {best[1]}"
+    if _flagged(rec, "aleatoric"):
+        return f"Ambiguous image: it looks like more than one class (most likely {best[0]})"
+    if rec.confidence >= CONFIDENT:
+        return f"Confident: {best[0]}"
+    if rec.confidence >= PROBABLY:
+        return f"Probably {best[0]}"
+    return f"Unsure: most likely {best[0]}, but not by much"
