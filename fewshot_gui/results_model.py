@@ -126,6 +126,11 @@ class ResultsModel(QAbstractListModel):
             self.beginRemoveRows(QModelIndex(), new, old - 1)
             self._count = new
             self.endRemoveRows()
+        # Pages past the end would never be asked for again, so they would stay stale
+        # (and the grid "loading") for ever after the rows under them went.
+        for number in [n for n in self._pages if n * PAGE >= self._count]:
+            del self._pages[number]
+            self._stale.discard(number)
         if self._count:
             self.rows_stale.emit()
 

@@ -243,8 +243,10 @@ class ResultsPage(QWidget):
         """Only what applies to the selection: unreadable files cannot be labelled or be
         examples, so for them the menu offers what can be done (remove them)."""
         records = self.grid.selected_records()
-        if not records:
-            return
+        if records:
+            self.menu_for(records).exec(self.grid.viewport().mapToGlobal(pos))
+
+    def menu_for(self, records: list) -> QMenu:
         usable = [r.id for r in records if r.error is None]
         menu = QMenu(self)
         if usable:
@@ -262,4 +264,4 @@ class ResultsPage(QWidget):
         folder = os.path.dirname(records[0].path)
         menu.addAction(f"Remove Folder \u201c{os.path.basename(folder) or folder}\u201d from Project",
                        lambda: self.remove_folder_requested.emit(folder))
-        menu.exec(self.grid.viewport().mapToGlobal(pos))
+        return menu
