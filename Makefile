@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test models bench clean-venv
+.PHONY: models-maml run test models bench clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,15 @@ models: $(STAMP)
 	    --lr-step 2000 --seed 0 --out runs/omniglot-protonet-conv4
 	rm -rf assets/models/omniglot && mkdir -p assets/models/omniglot
 	cp runs/omniglot-protonet-conv4/model.safetensors runs/omniglot-protonet-conv4/model.json assets/models/omniglot/
+
+# Reproduces assets/models/omniglot-maml (Proto-MAML, from the ProtoNet backbone above; docs/RESULTS.md).
+models-maml: $(STAMP)
+	$(BIN)/fewshot train --dataset omniglot --data-root ../shared/data/omniglot --split background \
+	    --rotations --method protomaml --backbone conv4 --init-from omniglot --batch-norm running \
+	    --inner-steps 1 --inner-lr 0.01 --first-order --way 20 --shot 1 --query 5 --meta-batch 4 \
+	    --episodes 3000 --lr 0.0001 --lr-schedule cosine --seed 0 --out runs/omniglot-protomaml-conv4
+	rm -rf assets/models/omniglot-maml && mkdir -p assets/models/omniglot-maml
+	cp runs/omniglot-protomaml-conv4/model.safetensors runs/omniglot-protomaml-conv4/model.json assets/models/omniglot-maml/
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_training.py

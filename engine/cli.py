@@ -69,8 +69,8 @@ def cmd_train(args) -> int:
         way=args.way, shot=args.shot, query=args.query, episodes=args.episodes, meta_batch=args.meta_batch,
         val_split=args.val_split, val_way=args.val_way, val_shot=args.val_shot, val_query=args.val_query,
         val_episodes=args.val_episodes, val_every=args.val_every, lr=args.lr, lr_step=args.lr_step,
-        lr_gamma=args.lr_gamma, image_size=args.image_size, rotations=args.rotations,
-        device=args.device, seed=args.seed,
+        lr_gamma=args.lr_gamma, lr_schedule=args.lr_schedule, image_size=args.image_size, rotations=args.rotations,
+        device=args.device, seed=args.seed, init_from=args.init_from,
     )
     _check_dir(cfg.data_root, "--data-root")
     if cfg.episodes < 1:
@@ -223,6 +223,10 @@ def build_parser(methods: bool = True) -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--lr-step", type=int, default=2000, help="halve (x --lr-gamma) the learning rate every this many episodes")
     t.add_argument("--lr-gamma", type=float, default=0.5)
+    t.add_argument("--lr-schedule", default="step", choices=["step", "cosine"],
+                   help="step: x --lr-gamma every --lr-step; cosine: annealed to 0 over the run (MAML++)")
+    t.add_argument("--init-from", help="start the backbone from a trained model's (a folder, or a bundled name such "
+                                       "as omniglot); the head and the method's own parameters start fresh")
     t.add_argument("--image-size", type=int)
     t.add_argument("--rotations", action="store_true", help="add 90/180/270-degree rotations of every class as new classes")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")

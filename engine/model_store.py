@@ -24,6 +24,7 @@ ASSETS = Path(__file__).resolve().parents[1] / "assets" / "models"
 BUNDLED = {
     "omniglot": "ProtoNet + Conv4 meta-trained on Omniglot (handwritten characters, 28 px)",
     "photos": "ProtoNet head on pretrained EfficientNet-Lite0 (photos, 224 px)",
+    "omniglot-maml": "Proto-MAML + Conv4 meta-trained on Omniglot (characters, 28 px; adapts the whole network)",
 }
 
 

@@ -136,7 +136,10 @@ def _progress(h: JobHandle):
 def refresh(ctx: EngineContext, h: JobHandle) -> Any:
     """Re-adapt on the current examples and refresh every prediction.
 
-    Head-only models do it from cached embeddings; others label again. With no
+    Head-only models do it from cached embeddings. Others first write provisional
+    predictions from the cached embeddings of their meta-learned start (shown at once:
+    the grid re-reads), then label every image again with the adapted network, which
+    a newer correction cancels (docs/ARCHITECTURE.md). With no
     usable example left (all undone), predictions stay as they were: there is
     nothing to adapt on, and a refresh must not throw the user's view away.
     """
@@ -145,6 +148,8 @@ def refresh(ctx: EngineContext, h: JobHandle) -> Any:
         return None
     lab = _labeler(ctx)
     if not lab.head_only:
+        if lab.provisional_refresh() is not None:
+            h.batch_done()
         return lab.label(progress=_progress(h), cancel=h.cancel)
     return lab.refresh()
 

@@ -36,6 +36,9 @@ def added_text(report: Any) -> str:
     return text
 
 
+READAPT = "readapt"  # the kind of a re-adaptation after a correction: a newer one replaces it
+
+
 class LabelingController(QObject):
     busy_changed = Signal()  # a long job started, or the last one ended: actions and panes update
     batch_written = Signal()  # predictions landed while labeling: the grid re-reads soon
@@ -132,5 +135,10 @@ class LabelingController(QObject):
         self.submit("Labeling", jobs.label_and_count, done=done, kind="labeling")
 
     def refresh_predictions(self) -> None:
-        """Re-adapt after the examples changed (a correction) and refresh every prediction."""
-        self.submit("Updating predictions", jobs.refresh, done=lambda _r: self.reload(), kind="refresh")
+        """Re-adapt after the examples changed (a correction) and refresh every prediction.
+
+        For a method that adapts the backbone this is a provisional refresh at once, then
+        the exact re-embedding of every image, which the next correction cancels and
+        replaces (the latest wins)."""
+        self.worker.supersede(READAPT)
+        self.submit("Updating predictions", jobs.refresh, done=lambda _r: self.reload(), kind=READAPT)

@@ -371,9 +371,15 @@ class MainWindow(WindowChrome, QMainWindow):
         self.state.reload_counts(self.results_model.filters())
 
     def _show_counts(self, n: dict[str, int]) -> None:
+        provisional = bool(n.get("provisional"))
         self.counts_label.setText(f"{n['total']:,} images \u00b7 {n['confirmed']:,} confirmed \u00b7 "
-                                  f"{n['predicted']:,} predicted" + (f" \u00b7 {n['error']:,} unreadable"
-                                                                       if n["error"] else ""))
+                                  f"{n['predicted']:,} predicted" + (" (provisional)" if provisional else "")
+                                  + (f" \u00b7 {n['error']:,} unreadable" if n["error"] else ""))
+        self.counts_label.setToolTip(
+            "Provisional: this model adapts its whole network to your examples, so after a correction the "
+            "predictions shown come from a quick approximation until every image has been run through the "
+            "adapted network again (the progress bar shows it; the next correction restarts it)."
+            if provisional else "")
         self.results_page.show_counts(n, bool(self.classes))
 
     def reload(self) -> None:

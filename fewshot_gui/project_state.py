@@ -25,6 +25,10 @@ def read_counts(project: Any, filters: dict | None = None) -> dict[str, int]:
     n = {s: project.count(status=s) for s in ("predicted", "confirmed", "error", "unlabeled")}
     n["total"] = project.count()
     n["shown"] = project.count(**(filters or {}))
+    current = project.current_model()
+    # Predictions of a method that adapts the backbone, shown from cached features until
+    # every image has been through the adapted network (engine.labeling.pixel_labeling).
+    n["provisional"] = int(bool(current and current[2].get("provisional")))
     return n
 
 

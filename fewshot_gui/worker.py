@@ -141,6 +141,18 @@ class EngineWorker(QThread):
         job = self._callbacks.get(job_id)
         return job.kind if job is not None else None
 
+    def supersede(self, kind: str) -> None:
+        """A newer job of ``kind`` replaces the older ones: those waiting are dropped and
+        the one running is cancelled (the latest wins; such jobs never queue up)."""
+        with self._cv:
+            dropped = [j for j in self._jobs if j.kind == kind]
+            self._jobs = deque(j for j in self._jobs if j.kind != kind)
+        for job in dropped:
+            self._callbacks.pop(job.id, None)
+        handle = self._current
+        if handle is not None and handle.job.kind == kind:
+            self.cancel_current()
+
     def cancellable(self, job_id: int) -> bool:
         """Whether the job (submitted, not yet delivered) can be cancelled."""
         job = self._callbacks.get(job_id)

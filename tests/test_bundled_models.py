@@ -21,6 +21,18 @@ def test_bundled_omniglot_model_one_shot_accuracy(omniglot_root):
     assert score.accuracy > 0.95, score
 
 
+def test_bundled_maml_model_adapts_its_network_and_reaches_its_one_shot_figure(omniglot_root):
+    # docs/RESULTS.md: 98.1% +- 0.3 on 600 5-way 1-shot episodes (non-transductive); 100 others here.
+    meta = describe("omniglot-maml")
+    assert meta["method"] == "protomaml" and meta["training"]["split"] == "background"
+    assert meta["method_config"]["batch_norm"] != "transductive"
+    model = load_model("omniglot-maml")
+    assert model.learner.adapts_backbone
+    data = open_dataset("omniglot", str(omniglot_root), "evaluation", model.preprocessing)
+    score = evaluate_episodes(model.learner, EpisodeSampler(data, 5, 1, 15, seed=123), 100, torch.device("cpu"))
+    assert score.accuracy > 0.95 and score.ece < 0.05, score
+
+
 def test_photos_model_separates_real_photo_classes():
     skimage_data = __import__("skimage.data", fromlist=["data"])
     model = load_model("photos")

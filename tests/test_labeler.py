@@ -404,8 +404,22 @@ def test_a_method_that_adapts_the_backbone_labels_from_pixels(tmp_path, characte
         assert summary.embedded == WAY * 20 and summary.predicted == WAY * 20
         assert project.count(status="unlabeled") == 0
         assert accuracy(project, characters) >= 0.9
-        hashes, _ = project.get_embeddings(model.backbone_id)
-        assert hashes == []  # an adapted backbone's features are the task's own: nothing cached
+        # The cache holds the meta-learned start's embeddings (not the adapted network's), for
+        # provisional refreshes; exact predictions never read it.
+        hashes, matrix = project.get_embeddings(model.backbone_id)
+        assert len(hashes) == WAY * 20
         with pytest.raises(FewShotError, match="adapts the whole network"):
             Labeler(project, model).refresh()
         assert label_project(project, model).predicted == 0  # resumed: all done
+
+        # A correction: provisional predictions at once from that cache, then the exact run replaces them.
+        exact_id = project.current_model()[0]
+        rec = next(r for r in project.iter_images() if r.label_source != "human")
+        project.add_examples(rec.label_class_id, [rec.id])
+        report = Labeler(project, model).provisional_refresh()
+        assert report is not None and report.images == WAY * 20
+        current = project.current_model()
+        assert current[2]["provisional"] is True and current[0] != exact_id
+        assert accuracy(project, characters) >= 0.85
+        again = label_project(project, model)
+        assert again.predicted == WAY * 20 and "provisional" not in project.current_model()[2]

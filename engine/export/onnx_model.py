@@ -140,8 +140,6 @@ def export_from_project(project: "Project", out: str | Path, *, model_spec: str 
                               "or pass --model (omniglot, photos or a folder made by 'fewshot train')")
         spec = current[1]
     model = load_model(spec, "cpu")
-    if model.learner.adapts_backbone:
-        raise ExportError(f"models of method {model.learner.name} cannot be exported to ONNX yet")
     check_cancel()
     task = Labeler(project, model).adapt()
     check_cancel()

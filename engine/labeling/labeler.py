@@ -6,8 +6,10 @@ each new batch as soon as it is embedded, and predicts images embedded by
 earlier runs straight from the cache. Re-adapting after the examples change
 (:meth:`Labeler.refresh`) never decodes an image again.
 
-Methods that adapt the backbone cannot reuse embeddings: the labeler decodes
-the examples, adapts on the pixels, and predicts every image from its pixels.
+Methods that adapt the backbone cannot reuse embeddings for exact predictions
+(engine.labeling.pixel_labeling): the labeler decodes the examples, adapts on the
+pixels, and predicts every image from its pixels, caching the meta-learned start's
+embeddings on the way so that a correction can show provisional predictions at once.
 
 Which predictions are current: the model recorded with ``set_model`` carries a
 fingerprint of the examples it adapted on, so the same examples give the same
@@ -17,22 +19,21 @@ predicted again (from the cache, in milliseconds, for head-only methods).
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from engine.data.transforms import normalize
 from engine.errors import FewShotError
-from engine.labeling.embedder import NON_FINITE, BatchDecoder, ImageItem, RunPlan, embed_items, items_to_embed
+from engine.labeling.embedder import ImageItem, RunPlan, embed_items, items_to_embed
+from engine.labeling.label_results import (AdaptedTask, LabelSummary, RefreshReport, stored_model_meta,
+                                           support_fingerprint, write_arrays)
+from engine.labeling.pixel_labeling import adapt_on_pixels, label_by_pixels, provisional_refresh
 from engine.labeling.runners import Runner, TorchRunner, choose_runner
 from engine.labeling.progress import CancelToken, Progress, ProgressCallback, ProgressMeter
 from engine.labeling.scoring import CachedScorer, EmbeddingTable, PredictionArrays
-from engine.methods.base import Predictor
 
 if TYPE_CHECKING:
     from engine.labeling.store import Project
@@ -44,89 +45,6 @@ log = logging.getLogger(__name__)
 # enough that commits (each an fsync) cost little, small enough that a kill
 # loses at most a moment of work.
 CACHE_PREDICT_CHUNK = 4096
-
-
-@dataclass
-class AdaptedTask:
-    """A head adapted on the project's examples; output ``k`` of the head is class ``class_ids[k]``."""
-
-    predictor: Predictor
-    class_ids: list[int]
-    examples: int
-    fingerprint: str
-    skipped_classes: list[str] = field(default_factory=list)  # classes with no usable example
-
-
-@dataclass
-class LabelSummary:
-    """What :func:`label_project` did.
-
-    ``embedded``: images decoded and embedded in this run; ``from_cache``: images
-    predicted from embeddings cached before; ``failed``: (image id, path, reason)
-    of files that could not be decoded in this run; ``images_per_s``: images
-    decoded per second of the whole run.
-    """
-
-    model_id: int | None  # None when cancelled before the model could adapt
-    class_ids: list[int]
-    examples: int
-    embedded: int = 0
-    from_cache: int = 0
-    predicted: int = 0
-    failed: list[tuple[int, str, str]] = field(default_factory=list)
-    skipped_classes: list[str] = field(default_factory=list)
-    cancelled: bool = False
-    seconds: float = 0.0
-    plan: RunPlan | None = None  # how decoding and the forward pass shared the cores
-    backend: str | None = None  # what ran the backbone (torch, onnxruntime); None when nothing was embedded
-
-    @property
-    def images_per_s(self) -> float:
-        done = self.embedded + len(self.failed)
-        return done / self.seconds if self.seconds > 0 else 0.0
-
-
-@dataclass
-class RefreshReport:
-    """What :meth:`Labeler.refresh` did, with its time split: loading the cache
-    (once per session), adapting and computing every prediction, writing them."""
-
-    model_id: int
-    images: int
-    classes: int
-    load_s: float
-    compute_s: float
-    write_s: float
-    recomputed_classes: int
-
-
-def stored_model_meta(model: "LoadedModel", task: AdaptedTask) -> dict[str, Any]:
-    """The metadata recorded with the predictions: the model's own, its backbone id
-    (review reads cached embeddings by it) and what it adapted on."""
-    meta = dict(model.meta)
-    meta["backbone_id"] = model.backbone_id
-    meta["adapted_on"] = {"examples": task.examples, "classes": task.class_ids, "fingerprint": task.fingerprint}
-    return meta
-
-
-def support_fingerprint(pairs: list[tuple[int, str]]) -> str:
-    """Identifies a support set by (class id, image content hash), whatever the order."""
-    h = hashlib.sha256()
-    for class_id, content_hash in sorted(pairs):
-        h.update(f"{class_id}:{content_hash}\n".encode())
-    return h.hexdigest()[:24]
-
-
-def write_arrays(project: "Project", model_id: int, image_ids: np.ndarray | list[int],
-                 arrays: PredictionArrays, class_ids: list[int]) -> None:
-    """Store predictions; an image whose probabilities are not finite numbers is marked
-    unusable with the reason instead (no NaN ever reaches the store)."""
-    ids = np.asarray(image_ids, dtype=np.int64)
-    finite = np.isfinite(arrays.probs).all(axis=1)
-    if not finite.all():
-        project.mark_errors([(int(i), NON_FINITE) for i in ids[~finite]])
-        ids, arrays = ids[finite], arrays.take(np.flatnonzero(finite))
-    project.write_prediction_arrays(model_id, ids, class_ids, arrays.probs, scores=arrays.scores)
 
 
 class Labeler:
@@ -188,8 +106,10 @@ class Labeler:
                              self._scorer.recomputed_classes)
 
     def adapt(self) -> AdaptedTask:
-        """Adapt a head on the cached embeddings of the examples (head-only methods);
-        examples not embedded yet are embedded first."""
+        """Adapt on the examples: a head on their cached embeddings (head-only methods;
+        examples not embedded yet are embedded first), else on their pixels."""
+        if not self.head_only:
+            return adapt_on_pixels(self)[0]
         pairs = self.project.examples()
         found = self._example_embeddings(pairs)
         if len(found) < len(pairs):
@@ -283,52 +203,14 @@ class Labeler:
     # ------------------------------------------------------------------ methods that adapt the backbone
 
     def _label_by_pixels(self, progress: ProgressCallback | None, cancel: CancelToken | None) -> LabelSummary:
-        records = [r for r in self.project.iter_images() if r.error is None and r.hash is not None]
-        by_id = {r.id: r for r in records}
-        pairs = [(image_id, cid) for image_id, cid in self.project.examples() if image_id in by_id]
-        runner = self._backbone(progress)
-        decoder = BatchDecoder(self.model.preprocessing, runner.batch_size, self.workers)
-        support = [ImageItem(i, by_id[i].path, str(by_id[i].hash)) for i, _ in pairs]
-        class_of = dict(pairs)
-        xs, ys_cid, failed = [], [], []
-        for batch in decoder.batches(support):
-            xs.append(batch.pixels)
-            ys_cid += [class_of[it.image_id] for it in batch.items]
-            failed += [(it.image_id, it.path, reason) for it, reason in batch.failures]
-        if failed:
-            self.project.mark_errors([(i, reason) for i, _, reason in failed])
-        class_ids, skipped = self._classes_with_examples(set(ys_cid))
-        index = {cid: k for k, cid in enumerate(class_ids)}
-        keep = [k for k, cid in enumerate(ys_cid) if cid in index]
-        x = normalize(torch.cat(xs)[keep], self.model.preprocessing).to(runner.device)
-        y = torch.tensor([index[ys_cid[k]] for k in keep], dtype=torch.long, device=runner.device)
-        predictor = self.model.learner.adapt(x, y, len(class_ids))  # owns its grad mode: no inference_mode here
-        fingerprint = support_fingerprint([(ys_cid[k], support[k].hash) for k in keep])
-        task = AdaptedTask(predictor, class_ids, len(keep), fingerprint, skipped)
-        model_id = self.project.set_model(self.model.name, stored_model_meta(self.model, task))
-        summary = LabelSummary(model_id, class_ids, len(keep), failed=failed, skipped_classes=skipped)
+        return label_by_pixels(self, progress, cancel)
 
-        done = self.project.predicted_image_ids(model_id)
-        failed_ids = {i for i, _, _ in failed}
-        items = [ImageItem(r.id, r.path, str(r.hash)) for r in records if r.id not in done and r.id not in failed_ids]
-        meter = ProgressMeter("labeling", len(items), progress)
-        meter.start()
-        for batch in decoder.batches(items, cancel):
-            if batch.failures:
-                self.project.mark_errors([(it.image_id, reason) for it, reason in batch.failures])
-                summary.failed += [(it.image_id, it.path, reason) for it, reason in batch.failures]
-            if batch.items:
-                with torch.inference_mode():
-                    p = predictor.predict(normalize(batch.pixels.to(runner.device), self.model.preprocessing))
-                write_arrays(self.project, model_id, [it.image_id for it in batch.items],
-                             PredictionArrays.from_prediction(p), class_ids)
-                summary.embedded += len(batch.items)
-                summary.predicted += len(batch.items)
-            meter.advance(len(batch.items) + len(batch.failures))
-        summary.cancelled = cancel is not None and cancel.cancelled and meter.done < len(items)
-        return summary
-
-    # ------------------------------------------------------------------ helpers
+    def provisional_refresh(self) -> RefreshReport | None:
+        """For methods that adapt the backbone: predictions at once from the cached
+        embeddings of the meta-learned start (a prototype head on them), marked
+        provisional until a label run re-embeds every image with the adapted weights.
+        None when too few images are cached to be worth showing."""
+        return provisional_refresh(self)
 
     def _classes_with_examples(self, with_examples: set[int]) -> tuple[list[int], list[str]]:
         classes = self.project.classes()

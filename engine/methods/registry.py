@@ -13,7 +13,12 @@ from torch import nn
 
 from engine.errors import FewShotError
 from engine.methods.base import MetaLearner
+from engine.methods.anil import ANIL
+from engine.methods.maml import MAML
+from engine.methods.metasgd import MetaSGD
+from engine.methods.protomaml import ProtoMAML
 from engine.methods.protonet import ProtoNet
+from engine.methods.reptile import Reptile
 from engine.methods.uncertainty import check_provided
 
 METHODS: dict[str, type[MetaLearner]] = {}
@@ -45,4 +50,5 @@ def build_method(name: str, backbone: nn.Module, config: dict[str, Any] | None =
     return cls(backbone, cls.Config.from_dict(config, who))
 
 
-register(ProtoNet)
+for _cls in (ProtoNet, MAML, MetaSGD, ANIL, Reptile, ProtoMAML):
+    register(_cls)

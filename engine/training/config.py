@@ -30,6 +30,10 @@ class TrainConfig:
     lr: float = 1e-3
     lr_step: int = 2000
     lr_gamma: float = 0.5
+    #: "step" (the schedule above) or "cosine": annealed from lr to 0 over the run (MAML++).
+    lr_schedule: str = "step"
+    #: A trained model (folder or bundled name) whose backbone weights the run starts from.
+    init_from: str | None = None
     image_size: int | None = None
     rotations: bool = False
     device: str = "auto"

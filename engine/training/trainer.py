@@ -61,17 +61,37 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         backbone = build_backbone(cfg.backbone, channels=channels, image_size=size)
         self.learner = build_method(cfg.method, backbone, cfg.method_config, who="the method options").to(self.device)
+        if cfg.init_from and resume_from is None:
+            self._init_backbone(cfg.init_from)
         if self.device.type == "cpu":
             # oneDNN's convolutions run about 1.6x faster on channels-last weights here (docs/PERFORMANCE.md).
             self.learner.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(self.learner.parameters(), lr=cfg.lr)
-        self.schedule = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
+        if cfg.lr_schedule == "cosine":
+            self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.episodes)
+        elif cfg.lr_schedule == "step":
+            self.schedule = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
+        else:
+            raise FewShotError(f"unknown learning-rate schedule '{cfg.lr_schedule}'; choose step or cosine")
         self.episode = 0
         self.best: dict | None = None
         self.history: list[dict] = []
         self._stop = False
         if resume_from is not None:
             self._restore(Path(resume_from))
+
+    def _init_backbone(self, spec: str) -> None:
+        """The backbone's weights from a trained model of the same backbone and input."""
+        from engine.model_store import load_model
+        source = load_model(spec, "cpu")
+        meta = source.meta
+        if (meta.get("backbone"), meta.get("channels"), meta.get("image_size")) != (self.cfg.backbone, self.channels,
+                                                                                   self.size):
+            raise FewShotError(f"--init-from {spec}: its backbone is {meta.get('backbone')} on "
+                               f"{meta.get('channels')}-channel {meta.get('image_size')} px images, this run's "
+                               f"{self.cfg.backbone} on {self.channels}-channel {self.size} px; they must match")
+        self.learner.backbone.load_state_dict(source.learner.backbone.state_dict())
+        log.info("backbone initialized from %s", spec)
 
     def _restore(self, folder: Path) -> None:
         state = load_resume(folder)

@@ -1,0 +1,93 @@
+"""A method that adapts its whole network (the bundled Proto-MAML model) in the app: a
+correction shows provisional predictions at once, then the exact ones from a background
+re-embedding that a newer correction cancels and replaces. pytest-qt, offscreen."""
+from __future__ import annotations
+
+import threading
+
+from gui_helpers import WAIT, engine_window, wait_idle
+from labeling_data import extract_omniglot
+
+from fewshot_gui.labeling_controller import READAPT
+from fewshot_gui.worker import EngineWorker
+
+SLOW = 120_000
+
+
+def test_a_newer_readaptation_replaces_the_running_and_the_waiting_one(qtbot):
+    worker = EngineWorker(background=False)
+    worker.start()
+    started, results = threading.Event(), []
+
+    def long_job(ctx, h):
+        started.set()
+        while not h.cancel.cancelled:
+            h.report("re-embedding", 0, 1)
+            threading.Event().wait(0.01)
+        return "cancelled"
+
+    try:
+        worker.submit("first", long_job, kind=READAPT, done=results.append)
+        assert started.wait(10)
+        worker.submit("second", lambda ctx, h: "second", kind=READAPT, done=results.append)
+        worker.submit("a label", lambda ctx, h: "label", quick=True, done=results.append)
+        worker.supersede(READAPT)
+        worker.submit("third", lambda ctx, h: "third", kind=READAPT, done=results.append)
+        qtbot.waitUntil(lambda: len(results) == 3, timeout=WAIT)
+        # The running one stopped, the waiting one never ran; other jobs are untouched.
+        assert results == ["cancelled", "label", "third"]
+    finally:
+        worker.stop()
+
+
+def test_a_correction_is_provisional_at_once_then_exact(qtbot, tmp_path, monkeypatch):
+    from engine.labeling.labeler import Labeler
+    provisional: list[dict] = []
+    original = Labeler.provisional_refresh
+
+    def spy(self):
+        report = original(self)
+        provisional.append(self.project.current_model()[2] if report is not None else {})
+        return report
+    monkeypatch.setattr(Labeler, "provisional_refresh", spy)
+    window = engine_window(qtbot, tmp_path / "gui.ini")
+    try:
+        chars = extract_omniglot(tmp_path / "omniglot", 3, per_character=10, skip=20)
+        window.new_project(str(tmp_path / "p.fewshot"))
+        qtbot.waitUntil(lambda: window.project is not None, timeout=WAIT)
+        window.set_model("omniglot-maml")
+        qtbot.waitUntil(lambda: window.worker.context.model is not None
+                        and window.worker.context.model.name == "omniglot-maml", timeout=SLOW)
+        for key in chars:
+            window.add_class(key.replace("/", "_"))
+        qtbot.waitUntil(lambda: len(window.classes) == 3, timeout=WAIT)
+        for cls, files in zip(window.classes, chars.values()):
+            window.add_examples(cls.id, [str(files[0])], [])
+            wait_idle(qtbot, window, timeout=SLOW)
+        rest = tmp_path / "to_label"
+        rest.mkdir()
+        for files in chars.values():
+            for f in files[1:]:
+                (rest / f"{f.parent.name}_{f.name}").write_bytes(f.read_bytes())
+        window.add_folder(str(rest))
+        wait_idle(qtbot, window, timeout=SLOW)
+        project = window.project
+        assert project.count(status="predicted") == 27
+
+        image = next(r for r in project.iter_images() if r.label_source == "model")
+        other = next(c.id for c in window.classes if c.id != image.label_class_id)
+        window.set_labels([image.id], other)  # a correction: a new example, so every prediction changes
+        wait_idle(qtbot, window, timeout=SLOW)
+        current = project.current_model()
+        assert not current[2].get("provisional"), "the exact run did not finish"
+        # Before the exact run, provisional predictions (from the start's cached embeddings) were current.
+        assert provisional and provisional[-1].get("provisional") is True
+        assert "(provisional)" not in window.counts_label.text()
+        n = {"total": 30, "confirmed": 4, "predicted": 26, "error": 0, "unlabeled": 0, "shown": 30, "provisional": 1}
+        window._show_counts(n)
+        assert "(provisional)" in window.counts_label.text() and "approximation" in window.counts_label.toolTip()
+        assert project.count(status="predicted") == 26
+        model_id = current[0]
+        assert len(project.predicted_image_ids(model_id)) == 30  # every image through the adapted network
+    finally:
+        window.close()
