@@ -33,7 +33,10 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
         config_fields = [f for f in fields(cls.Config) if f.name not in added]
         if not config_fields:
             continue
-        group = parser.add_argument_group(f"{name} options", cls.description or None)
+        sharing = sorted(other for other, c in METHODS.items() if other != name
+                         and {f.name for f in config_fields} <= {g.name for g in fields(c.Config)})
+        title = f"{name} options" + (f" (also of {', '.join(sharing)})" if sharing else "")
+        group = parser.add_argument_group(title, cls.description or None)
         hints = typing.get_type_hints(cls.Config)
         for f in config_fields:
             added.add(f.name)
