@@ -86,8 +86,10 @@ def test_onnx_feature_extractor_is_asked_once_and_labels(qtbot, window, tmp_path
     assert window.settings.value(RECENT_KEY) in ([str(ONNX)], str(ONNX))
     assert [a.isChecked() for a in window.model_group.actions() if a.data() == str(ONNX)] == [True]
     assert picker.method_menu.title() == "Method: ProtoNet"
+    # Every registered method is listed, read-only; the model's own is checked.
+    from engine.methods.registry import METHODS
     assert [(a.text(), a.isChecked(), a.isEnabled()) for a in picker.method_menu.actions()] == [
-        ("ProtoNet", True, False)]
+        (cls.__name__, cls.__name__ == "ProtoNet", False) for _key, cls in sorted(METHODS.items())]
     assert (tmp_path / "config" / "onnx_models.json").is_file()
 
     # Label a few real Omniglot drawings with it.

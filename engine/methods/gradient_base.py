@@ -70,7 +70,6 @@ class GradientLearner(MetaLearner):
     Config = GradientConfig
     adapts_backbone = True
     scores = ("entropy", "margin")
-    second_order_default = True
 
     def __init__(self, backbone: nn.Module, config: GradientConfig | None = None, **options):
         if config is None:
