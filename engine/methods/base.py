@@ -214,6 +214,11 @@ class MetaLearner(nn.Module):
         it learned, such as ProtoNet's temperature)."""
         return self.config
 
+    def optimizer_groups(self, lr: float) -> list[dict[str, Any]]:
+        """The outer optimizer's parameter groups (a method may give some parameters a
+        rate of their own); default: one group at ``lr``."""
+        return [{"params": list(self.parameters()), "lr": lr}]
+
     def meta_loss(self, episode: "Episode") -> tuple[Tensor, dict[str, float]]:
         raise NotImplementedError
 

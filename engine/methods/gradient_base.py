@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ from engine.methods.inner_loop import (BN_MODES, FunctionalNet, Weights, detache
 from engine.methods.oom import halving_on_oom
 
 log = logging.getLogger(__name__)
+SCALE_LR = 1e-2  # the outer rate of the logit scale, at least (see optimizer_groups)
 
 
 @dataclass
@@ -88,6 +90,12 @@ class GradientLearner(MetaLearner):
             self.inner_lrs = nn.Parameter(torch.full((config.inner_steps, len(names)), float(config.inner_lr)))
         # Outer steps taken, for the multi-step loss's annealing; saved, so a resumed run anneals alike.
         self.register_buffer("outer_steps", torch.zeros((), dtype=torch.long))
+
+    def optimizer_groups(self, lr: float) -> list[dict[str, Any]]:
+        """The logit scale is one number that calibration hangs on; at a fine-tuning rate
+        (1e-4) a few hundred outer steps could not move it, so it learns at SCALE_LR at least."""
+        rest = [p for n, p in self.named_parameters() if n != "log_scale"]
+        return [{"params": rest, "lr": lr}, {"params": [self.log_scale], "lr": max(lr, SCALE_LR)}]
 
     # ------------------------------------------------------------ what the inner loop adapts
 

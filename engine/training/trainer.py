@@ -66,7 +66,7 @@ class Trainer:
         if self.device.type == "cpu":
             # oneDNN's convolutions run about 1.6x faster on channels-last weights here (docs/PERFORMANCE.md).
             self.learner.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.Adam(self.learner.parameters(), lr=cfg.lr)
+        self.optimizer = torch.optim.Adam(self.learner.optimizer_groups(cfg.lr), lr=cfg.lr)
         if cfg.lr_schedule == "cosine":
             self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.episodes)
         elif cfg.lr_schedule == "step":
