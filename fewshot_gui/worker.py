@@ -150,8 +150,8 @@ class EngineWorker(QThread):
         for job in dropped:
             self._callbacks.pop(job.id, None)
         handle = self._current
-        if handle is not None and handle.job.kind == kind:
-            self.cancel_current()
+        if handle is not None and handle.job.kind == kind and handle.cancel is not None:
+            handle.cancel.cancel()  # this handle's job: another may have started since it was read
 
     def cancellable(self, job_id: int) -> bool:
         """Whether the job (submitted, not yet delivered) can be cancelled."""

@@ -112,6 +112,8 @@ def provisional_refresh(lab: Any) -> RefreshReport | None:
     pairs = project.examples()
     rows = [(cid, lab._row_of_image.get(image_id)) for image_id, cid in pairs]
     rows = [(cid, r) for cid, r in rows if r is not None]
+    if not rows:  # no example embedded yet (added since the last run): only the exact run can show them
+        return None
     class_ids, skipped = lab._classes_with_examples({cid for cid, _ in rows})
     index = {cid: k for k, cid in enumerate(class_ids)}
     rows = [(cid, r) for cid, r in rows if cid in index]

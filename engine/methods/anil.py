@@ -65,7 +65,9 @@ class ANIL(GradientLearner):
         n = check_support(support_y, n_classes, support_z.shape[0])
         steps = self.config.test_inner_steps or self.config.inner_steps
         with torch.enable_grad():
-            trail = self.head_loop(support_z.float().detach(), support_y, n, steps, second_order=False)
+            device = self.head_weight.device  # cached embeddings come from the CPU
+            trail = self.head_loop(support_z.float().detach().to(device), support_y.to(device), n, steps,
+                                   second_order=False)
         w = trail[-1]
         return AnilHead(w["head.weight"].detach(), w["head.bias"].detach(), float(self.log_scale.detach().exp()),
                         self.backbone)
