@@ -421,5 +421,13 @@ def test_a_method_that_adapts_the_backbone_labels_from_pixels(tmp_path, characte
         current = project.current_model()
         assert current[2]["provisional"] is True and current[0] != exact_id
         assert accuracy(project, characters) >= 0.85
+        # An exact run cancelled before it finished leaves the provisional model current: most
+        # tiles still show provisional predictions, and the app must keep saying so.
+        stop = CancelToken()
+        stop.cancel()
+        assert Labeler(project, model, batch_size=8).label(cancel=stop).cancelled  # stops after one batch
+        assert project.current_model()[2]["provisional"] is True
         again = label_project(project, model)
-        assert again.predicted == WAY * 20 and "provisional" not in project.current_model()[2]
+        assert again.predicted == WAY * 20 - 8  # resumed after the cancelled run's first batch
+        exact = project.current_model()
+        assert "provisional" not in exact[2] and len(project.predicted_image_ids(exact[0])) == WAY * 20

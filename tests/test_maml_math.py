@@ -211,3 +211,17 @@ def test_the_logit_scale_learns_at_its_own_rate_even_when_fine_tuning_slowly(omn
     assert [g["lr"] for g in trainer.optimizer.param_groups] == [1e-4, SCALE_LR]
     trainer.run()
     assert abs(float(trainer.learner.log_scale.detach())) > 0.01
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_adapting_with_a_rate_that_diverges_keeps_the_last_finite_weights(steps):
+    """Whichever step blows up, the last one included, predictions stay finite numbers."""
+    torch.manual_seed(0)
+    learner = build_method("maml", Conv4(in_channels=1, image_size=28), {"inner_steps": steps})
+    learner.config.inner_lr = 1e30  # beyond what a config accepts: a model whose rate suits other examples
+    with torch.no_grad():
+        learner.head_weight.normal_()
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.rand(6, 1, 28, 28, generator=g), torch.arange(3).repeat(2)
+    probs = learner.adapt(x, y, 3).predict(x).probs
+    assert torch.isfinite(probs).all()

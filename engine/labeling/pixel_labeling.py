@@ -66,7 +66,12 @@ def label_by_pixels(lab: Any, progress: ProgressCallback | None, cancel: CancelT
     runner = lab._backbone(progress)
     decoder = BatchDecoder(model.preprocessing, runner.batch_size, lab.workers)
     task, failed = adapt_on_pixels(lab, decoder)
-    model_id = project.set_model(model.name, stored_model_meta(model, task))
+    # Over provisional predictions, the exact model becomes current only once every image has
+    # its prediction: until then most tiles are still provisional, and the app says so.
+    current = project.current_model()
+    over_provisional = current is not None and bool(current[2].get("provisional"))
+    meta = stored_model_meta(model, task)
+    model_id = project.set_model(model.name, meta, make_current=not over_provisional)
     summary = LabelSummary(model_id, task.class_ids, task.examples, failed=list(failed),
                            skipped_classes=task.skipped_classes)
     done = project.predicted_image_ids(model_id)
@@ -96,6 +101,8 @@ def label_by_pixels(lab: Any, progress: ProgressCallback | None, cancel: CancelT
             summary.predicted += len(batch.items)
         meter.advance(len(batch.items) + len(batch.failures))
     summary.cancelled = cancel is not None and cancel.cancelled and meter.done < len(items)
+    if over_provisional and not summary.cancelled:
+        project.set_model(model.name, meta)
     lab._invalidate()
     return summary
 
@@ -132,8 +139,4 @@ def provisional_refresh(lab: Any) -> RefreshReport | None:
     t3 = time.perf_counter()
     log.info("provisional refresh of %d images in %.0f ms", len(table), 1e3 * (t3 - t0))
     return RefreshReport(model_id, len(table), len(class_ids), t1 - t0, t2 - t1, t3 - t2, 0)
-
-
-def is_provisional(meta: dict | None) -> bool:
-    return bool(meta and meta.get("provisional"))
 

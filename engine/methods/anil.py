@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.methods.base import Prediction, Predictor, check_support
+from engine.methods.base import Prediction, Predictor, check_support, eval_forward
 from engine.methods.gradient_base import GradientLearner
 from engine.methods.inner_loop import Weights, detached_copy, inner_grads, sgd_step
 
@@ -117,12 +117,7 @@ class AnilHead(Predictor):
     def predict(self, x: Tensor) -> Prediction:
         if self.backbone is None:
             raise ValueError("this head was adapted from embeddings only; use predict_embeddings()")
-        was = self.backbone.training
-        self.backbone.eval()
-        try:
-            return self.predict_embeddings(self.backbone(x.to(self.module.weight.device)))
-        finally:
-            self.backbone.train(was)
+        return self.predict_embeddings(eval_forward(self.backbone, x.to(self.module.weight.device)))
 
     def head_module(self) -> nn.Module:
         return self.module

@@ -248,12 +248,18 @@ class MetaLearner(nn.Module):
 
     @torch.no_grad()
     def embed(self, x: Tensor) -> Tensor:
-        was_training = self.backbone.training
-        self.backbone.eval()
-        try:
-            return self.backbone(x)
-        finally:
-            self.backbone.train(was_training)
+        return eval_forward(self.backbone, x)
+
+
+def eval_forward(module: nn.Module, x: Tensor) -> Tensor:
+    """``module(x)`` in eval mode (batch norm on its running statistics: each image
+    alone), its mode restored after."""
+    was_training = module.training
+    module.eval()
+    try:
+        return module(x)
+    finally:
+        module.train(was_training)
 
 
 def check_support(support_y: Tensor, n_classes: int | None, count: int) -> int:

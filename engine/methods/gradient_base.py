@@ -14,6 +14,7 @@ temperature needs to be calibrated (docs/CALIBRATION.md).
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -28,6 +29,7 @@ from engine.methods.inner_loop import (BN_MODES, FunctionalNet, Weights, detache
 from engine.methods.oom import halving_on_oom
 
 log = logging.getLogger(__name__)
+MAX_HALVINGS = 6  # a guarded inner step tries its rate, then up to 6 halvings (1/64 of it)
 SCALE_LR = 1e-2  # the outer rate of the logit scale, at least (see optimizer_groups)
 
 
@@ -121,35 +123,56 @@ class GradientLearner(MetaLearner):
 
     # ------------------------------------------------------------ the inner loop
 
-    def inner_loop(self, support_x: Tensor, support_y: Tensor, way: int, steps: int,
-                   second_order: bool) -> tuple[list[Weights], list[Weights]]:
-        """Fast weights after 0..steps steps and the support statistics under each."""
+    def inner_loop(self, support_x: Tensor, support_y: Tensor, way: int, steps: int, second_order: bool,
+                   guard: bool = False) -> tuple[list[Weights], list[Weights]]:
+        """Fast weights after 0..steps steps and the support statistics under each.
+
+        ``guard`` (adapting at test time): a step is taken only if it fits the examples no
+        worse (its rate halved up to MAX_HALVINGS times until it does, else the loop
+        ends, non-finite losses included). A rate that suited the training tasks can
+        overshoot on a user's examples; this keeps adapting from making them fit worse.
+        It does not protect against fitting a mislabelled example too well (see
+        docs/RESULTS.md). Meta-training never guards: every step must exist, and a
+        diverging run shows in its loss."""
         weights = self.initial_weights(support_x, support_y, way)
         names = self.adapted_names()
         trail, stats_trail = [], []
-        for step in range(steps + 1):
+        z, stats = self.support_embed(weights if second_order else detached_copy(weights, names), support_x)
+        for step in range(steps):
             current = weights if second_order else detached_copy(weights, names)
-            if step == steps:
-                with torch.no_grad():
-                    _, stats = self.support_embed(current, support_x)
-                trail.append(weights)
-                stats_trail.append(stats)
-                break
-            z, stats = self.support_embed(current, support_x)
+            if current is not weights or step > 0:
+                z, stats = self.support_embed(current, support_x)
             loss = F.cross_entropy(self.net.head(current, z), support_y)
-            if not (second_order or bool(torch.isfinite(loss))):
-                # Adapting diverged (an inner rate too large for these examples): keep the last finite
-                # weights rather than predict NaN. Meta-training (second order) lets the trainer see it.
-                log.warning("inner loop diverged at step %d; keeping the weights of the step before", step)
-                if not trail:
-                    trail.append(weights)
-                    stats_trail.append(stats)
-                break
-            grads = inner_grads(loss, current, names, second_order)
             trail.append(weights)
             stats_trail.append(stats)
-            weights = sgd_step(weights, names, grads, self.rates(step, names))
+            grads = inner_grads(loss, current, names, second_order)
+            rates = self.rates(step, names)
+            if not guard:
+                weights = sgd_step(weights, names, grads, rates)
+                continue
+            taken = self._guarded_step(weights, names, grads, rates, float(loss.detach()), support_x, support_y)
+            if taken is None:
+                log.info("inner loop stopped at step %d: no step fitted the examples better", step)
+                return trail, stats_trail
+            weights = taken
+        with torch.no_grad():
+            _, stats = self.support_embed(weights if second_order else detached_copy(weights, names), support_x)
+        trail.append(weights)
+        stats_trail.append(stats)
         return trail, stats_trail
+
+    def _guarded_step(self, weights: Weights, names: list[str], grads: list[Tensor], rates: list, loss: float,
+                      support_x: Tensor, support_y: Tensor) -> Weights | None:
+        scale = 1.0
+        for _ in range(MAX_HALVINGS + 1):
+            candidate = sgd_step(weights, names, grads, [r * scale for r in rates])
+            with torch.no_grad():
+                z, _ = self.support_embed(candidate, support_x)
+                after = float(F.cross_entropy(self.net.head(candidate, z), support_y))
+            if math.isfinite(after) and after <= loss:
+                return candidate
+            scale /= 2
+        return None
 
     def support_embed(self, weights: Weights, x: Tensor) -> tuple[Tensor, Weights]:
         """Support features and the statistics queries are to be normalized with."""
@@ -198,7 +221,7 @@ class GradientLearner(MetaLearner):
         n = check_support(support_y, n_classes, support_x.shape[0])
         steps = self.config.test_inner_steps or self.config.inner_steps
         with torch.enable_grad(), training_mode(self, False):
-            trail, stats = self.inner_loop(support_x, support_y, n, steps, second_order=False)
+            trail, stats = self.inner_loop(support_x, support_y, n, steps, second_order=False, guard=True)
         weights = {k: v.detach() for k, v in trail[-1].items()}
         return AdaptedNetwork(self.net, weights, stats[-1], float(self.log_scale.detach().exp()), n,
                               self.config.batch_norm)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine.errors import FewShotError
-from engine.methods.base import MetaLearner, MethodConfig, Prediction, Predictor, check_support
+from engine.methods.base import MetaLearner, MethodConfig, Prediction, Predictor, check_support, eval_forward
 from engine.methods.calibration import Temperature, choose_temperature
 from engine.methods.prototypes import (DISTANCES, pairwise_distance, proto_outputs, prototypes_of,
                                        support_spread)
@@ -121,13 +121,7 @@ class ProtoHead(Predictor):
     def predict(self, x: Tensor) -> Prediction:
         if self.backbone is None:
             raise FewShotError("this predictor was adapted from embeddings only; use predict_embeddings()")
-        was_training = self.backbone.training
-        self.backbone.eval()
-        try:
-            z = self.backbone(x.to(self.prototypes.device))
-        finally:
-            self.backbone.train(was_training)
-        return self.predict_embeddings(z)
+        return self.predict_embeddings(eval_forward(self.backbone, x.to(self.prototypes.device)))
 
 
 class ProtoNet(MetaLearner):

@@ -20,10 +20,11 @@ from engine.methods import uncertainty
 
 class PredictionsPart:
     @locked
-    def set_model(self, spec: str, meta: dict) -> int:
-        """Record the model that labels now and make it current. The same (spec, meta)
-        as a model recorded before gives that model's id back, so a labeling run that
-        was interrupted can resume (see :meth:`predicted_image_ids`)."""
+    def set_model(self, spec: str, meta: dict, make_current: bool = True) -> int:
+        """Record the model that labels now and (unless ``make_current`` is False) make it
+        current. The same (spec, meta) as a model recorded before gives that model's id
+        back, so a labeling run that was interrupted can resume (see
+        :meth:`predicted_image_ids`)."""
         try:
             meta_json = json.dumps(meta, sort_keys=True, separators=(",", ":"))
         except (TypeError, ValueError) as e:
@@ -35,8 +36,9 @@ class PredictionsPart:
             else:
                 model_id = int(self._conn.execute("INSERT INTO models(spec, meta, created) VALUES (?, ?, ?)",
                                                   (spec, meta_json, time.time())).lastrowid)
-            self._conn.execute("INSERT INTO settings(key, value) VALUES ('current_model', ?) "
-                               "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (str(model_id),))
+            if make_current:
+                self._conn.execute("INSERT INTO settings(key, value) VALUES ('current_model', ?) "
+                                   "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (str(model_id),))
         return model_id
 
     @locked
