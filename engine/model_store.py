@@ -17,15 +17,12 @@ from engine.data.preprocessing import Preprocessing
 from engine.errors import CheckpointError, FewShotError
 from engine.methods.base import MetaLearner
 from engine.methods.registry import build_method
+from engine import bundled_models
 from engine.models.onnx_features import is_onnx_spec
 from engine.training.checkpoint import load_weights, read_meta
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "models"
-BUNDLED = {
-    "omniglot": "ProtoNet + Conv4 meta-trained on Omniglot (handwritten characters, 28 px)",
-    "photos": "ProtoNet head on pretrained EfficientNet-Lite0 (photos, 224 px)",
-    "omniglot-maml": "Proto-MAML + Conv4 meta-trained on Omniglot (characters, 28 px; adapts the whole network)",
-}
+BUNDLED = {name: description for name, (_label, description) in bundled_models.BUNDLED.items()}
 
 
 @dataclass

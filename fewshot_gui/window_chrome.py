@@ -13,12 +13,12 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QComboBox, QLabel, QMessageBox, QToolBar
 
+from engine.bundled_models import BUNDLED
 from fewshot_gui import export_model
 from fewshot_gui.progress_area import ProgressArea
 
 APP_NAME = "Few-shot labeler"
-BUNDLED_MODELS = (("omniglot", "Omniglot characters (Conv4, 28 px)"),
-                  ("photos", "Photos (EfficientNet-Lite0, 224 px)"))
+BUNDLED_MODELS = tuple((name, label) for name, (label, _description) in BUNDLED.items())
 
 SHORTCUTS_HELP = """<h3>Keyboard shortcuts</h3>
 <table cellpadding=3>
