@@ -11,7 +11,7 @@ our Conv4 (pool before ReLU: the same function) and our allocator setting.
     .venv/bin/pip install --target .bench-peers --no-deps higher
 (the script adds .bench-peers to its path). Without it, only our rows are printed.
 
-    .venv/bin/python benchmarks/bench_maml_step.py [--repeats 3] [--device cpu|cuda]
+    .venv/bin/python benchmarks/bench_maml_step.py [--repeats 3] [--device cpu|cuda] [--profile]
 """
 from __future__ import annotations
 
@@ -128,13 +128,32 @@ def run_one(spec: dict) -> dict:
     return {**spec, "seconds": statistics.median(times), "peak_mib": peak}
 
 
+def profile_ours(threads: int) -> None:
+    """Where one iteration spends its time, by operator (docs/PERFORMANCE.md)."""
+    from engine.runtime import tune_cpu_allocator
+    tune_cpu_allocator()
+    import torch
+    from torch.profiler import profile
+    torch.set_num_threads(threads)
+    step = ours(1, False, torch.device("cpu"), "support")
+    step()
+    with profile() as prof:
+        step()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--profile", action="store_true",
+                    help="instead: torch.profiler's table for one iteration of ours (1 step, second order)")
     args = ap.parse_args()
+    if args.profile:
+        profile_ours(args.threads)
+        return
     if args.one:
         print(json.dumps(run_one(json.loads(args.one))))
         return
