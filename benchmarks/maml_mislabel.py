@@ -5,7 +5,7 @@ made an example of its true class (``--correct``) or of another class (default),
 project is labeled again: provisional (a prototype head on cached embeddings) and exact
 (the adapted network). Prints the share of right labels. docs/RESULTS.md quotes it.
 
-    .venv/bin/python benchmarks/maml_mislabel.py [--correct]
+    .venv/bin/python benchmarks/maml_mislabel.py [--correct] [--inner-lr 1e-4]
 """
 from __future__ import annotations
 
@@ -28,10 +28,13 @@ from engine.model_store import load_model  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--correct", action="store_true", help="the new example has its true class")
+    ap.add_argument("--inner-lr", type=float, help="adapt with this inner rate instead of the model's")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
     chars = extract_omniglot(tmp / "omniglot", 3, per_character=10, skip=20)
     model = load_model("omniglot-maml")
+    if args.inner_lr:
+        model.learner.config.inner_lr = args.inner_lr
     with Project.create(tmp / "p.fewshot") as p:
         ids = [p.add_class(k) for k in chars]
         for cid, files in zip(ids, chars.values()):
