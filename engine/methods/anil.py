@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from engine.errors import FewShotError
 from engine.methods.base import Prediction, Predictor, check_support, eval_forward
 from engine.methods.gradient_base import GradientLearner
 from engine.methods.inner_loop import Weights, detached_copy, inner_grads, sgd_step
@@ -23,6 +24,12 @@ class ANIL(GradientLearner):
     name = "anil"
     adapts_backbone = False
     description = "ANIL: MAML's inner loop on the last layer only; adapts from cached embeddings (Raghu et al. 2020)"
+
+    def __init__(self, backbone: nn.Module, config=None, **options):
+        super().__init__(backbone, config, **options)
+        if self.config.per_step_bn or self.config.batch_norm != "support":
+            raise FewShotError("anil runs its backbone as ProtoNet does (its inner loop is on the head), so "
+                               "--per-step-bn and --batch-norm do not apply; drop them")
 
     def adapted_names(self) -> list[str]:
         return list(HEAD)

@@ -14,7 +14,6 @@ temperature needs to be calibrated (docs/CALIBRATION.md).
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -24,12 +23,12 @@ from torch import Tensor, nn
 
 from engine.errors import ExportError, FewShotError
 from engine.methods.base import MetaLearner, MethodConfig, Prediction, Predictor, check_support
-from engine.methods.inner_loop import (BN_MODES, FunctionalNet, Weights, detached_copy, inner_grads, sgd_step,
-                                       training_mode)
+from engine.methods.adaptation import adapt_weights
+from engine.methods.inner_loop import (BN_MODES, FunctionalNet, Weights, batch_norms, detached_copy, inner_grads,
+                                       sgd_step, training_mode)
 from engine.methods.oom import halving_on_oom
 
 log = logging.getLogger(__name__)
-MAX_HALVINGS = 6  # a guarded inner step tries its rate, then up to 6 halvings (1/64 of it)
 SCALE_LR = 1e-2  # the outer rate of the logit scale, at least (see optimizer_groups)
 
 
@@ -50,6 +49,8 @@ class GradientConfig(MethodConfig):
         "help": "MAML++: the outer loss weighs the query loss after every inner step, annealed towards the last"})
     multi_step_anneal: int = field(default=1000, metadata={
         "help": "outer steps over which the multi-step loss anneals to the last step only"})
+    per_step_bn: bool = field(default=False, metadata={
+        "help": "MAML++: batch-norm weights and biases learned for each inner step, and not changed by it"})
     log_scale: float = field(default=0.0, metadata={
         "help": "log of the scale on the query logits (learned in meta-training; recorded in the model)"})
 
@@ -90,6 +91,16 @@ class GradientLearner(MetaLearner):
         self.param_names = names
         if config.learn_inner_lr:
             self.inner_lrs = nn.Parameter(torch.full((config.inner_steps, len(names)), float(config.inner_lr)))
+        self._bn_affine: dict[str, str] = {}  # backbone BN weight/bias name -> its per-step parameter's key
+        if config.per_step_bn:
+            self.step_bn = nn.ParameterDict()
+            for module_name, bn in batch_norms(backbone).items():
+                for kind in ("weight", "bias"):
+                    p = getattr(bn, kind, None)
+                    if p is not None:
+                        key = f"{module_name}.{kind}".replace(".", "__")
+                        self.step_bn[key] = nn.Parameter(p.detach().clone().repeat(config.inner_steps + 1, 1))
+                        self._bn_affine[f"{module_name}.{kind}"] = key
         # Outer steps taken, for the multi-step loss's annealing; saved, so a resumed run anneals alike.
         self.register_buffer("outer_steps", torch.zeros((), dtype=torch.long))
 
@@ -105,7 +116,22 @@ class GradientLearner(MetaLearner):
         return replace(self.config, log_scale=float(self.log_scale.detach()))
 
     def adapted_names(self) -> list[str]:
-        return list(self.param_names)
+        return [n for n in self.param_names if n not in self._bn_affine]
+
+    def with_step_bn(self, weights: Weights, step: int) -> Weights:
+        """``weights`` with the batch norms' weights and biases of inner step ``step``
+        (per-step batch norm; steps past those trained use the last)."""
+        if not self._bn_affine:
+            return weights
+        out = dict(weights)
+        for name, key in self._bn_affine.items():
+            table = self.step_bn[key]
+            out[name] = table[min(step, table.shape[0] - 1)]
+        return out
+
+    def start_weights(self, support_x: Tensor, support_y: Tensor, way: int, chunk: int | None = None) -> Weights:
+        """The fast weights of step 0 (:meth:`initial_weights`, per-step BN applied)."""
+        return self.with_step_bn(self.initial_weights(support_x, support_y, way, chunk), 0)
 
     def rates(self, step: int, names: list[str]) -> list[Tensor | float]:
         if self.config.learn_inner_lr:
@@ -114,8 +140,9 @@ class GradientLearner(MetaLearner):
             return [row[index[n]] for n in names]
         return [self.config.inner_lr] * len(names)
 
-    def initial_weights(self, support_x: Tensor, support_y: Tensor, way: int) -> Weights:
-        """The fast weights a task starts from: the backbone's, and the head row repeated per class."""
+    def initial_weights(self, support_x: Tensor, support_y: Tensor, way: int, chunk: int | None = None) -> Weights:
+        """The fast weights a task starts from: the backbone's, and the head row repeated
+        per class. ``chunk``: examples per forward pass, for a start that embeds them."""
         weights = self.net.backbone_weights()
         weights["head.weight"] = self.head_weight.unsqueeze(0).expand(way, -1)
         weights["head.bias"] = self.head_bias.expand(way)
@@ -123,56 +150,26 @@ class GradientLearner(MetaLearner):
 
     # ------------------------------------------------------------ the inner loop
 
-    def inner_loop(self, support_x: Tensor, support_y: Tensor, way: int, steps: int, second_order: bool,
-                   guard: bool = False) -> tuple[list[Weights], list[Weights]]:
-        """Fast weights after 0..steps steps and the support statistics under each.
-
-        ``guard`` (adapting at test time): a step is taken only if it fits the examples no
-        worse (its rate halved up to MAX_HALVINGS times until it does, else the loop
-        ends, non-finite losses included). A rate that suited the training tasks can
-        overshoot on a user's examples; this keeps adapting from making them fit worse.
-        It does not protect against fitting a mislabelled example too well (see
-        docs/RESULTS.md). Meta-training never guards: every step must exist, and a
-        diverging run shows in its loss."""
-        weights = self.initial_weights(support_x, support_y, way)
+    def inner_loop(self, support_x: Tensor, support_y: Tensor, way: int, steps: int,
+                   second_order: bool) -> tuple[list[Weights], list[Weights]]:
+        """Fast weights after 0..steps steps and the support statistics under each
+        (meta-training; adapting to a user's examples is engine.methods.adaptation)."""
+        weights = self.start_weights(support_x, support_y, way)
         names = self.adapted_names()
         trail, stats_trail = [], []
-        z, stats = self.support_embed(weights if second_order else detached_copy(weights, names), support_x)
         for step in range(steps):
             current = weights if second_order else detached_copy(weights, names)
-            if current is not weights or step > 0:
-                z, stats = self.support_embed(current, support_x)
+            z, stats = self.support_embed(current, support_x)
             loss = F.cross_entropy(self.net.head(current, z), support_y)
             trail.append(weights)
             stats_trail.append(stats)
             grads = inner_grads(loss, current, names, second_order)
-            rates = self.rates(step, names)
-            if not guard:
-                weights = sgd_step(weights, names, grads, rates)
-                continue
-            taken = self._guarded_step(weights, names, grads, rates, float(loss.detach()), support_x, support_y)
-            if taken is None:
-                log.info("inner loop stopped at step %d: no step fitted the examples better", step)
-                return trail, stats_trail
-            weights = taken
+            weights = self.with_step_bn(sgd_step(weights, names, grads, self.rates(step, names)), step + 1)
         with torch.no_grad():
             _, stats = self.support_embed(weights if second_order else detached_copy(weights, names), support_x)
         trail.append(weights)
         stats_trail.append(stats)
         return trail, stats_trail
-
-    def _guarded_step(self, weights: Weights, names: list[str], grads: list[Tensor], rates: list, loss: float,
-                      support_x: Tensor, support_y: Tensor) -> Weights | None:
-        scale = 1.0
-        for _ in range(MAX_HALVINGS + 1):
-            candidate = sgd_step(weights, names, grads, [r * scale for r in rates])
-            with torch.no_grad():
-                z, _ = self.support_embed(candidate, support_x)
-                after = float(F.cross_entropy(self.net.head(candidate, z), support_y))
-            if math.isfinite(after) and after <= loss:
-                return candidate
-            scale /= 2
-        return None
 
     def support_embed(self, weights: Weights, x: Tensor) -> tuple[Tensor, Weights]:
         """Support features and the statistics queries are to be normalized with."""
@@ -220,10 +217,9 @@ class GradientLearner(MetaLearner):
     def adapt(self, support_x: Tensor, support_y: Tensor, n_classes: int | None = None) -> Predictor:
         n = check_support(support_y, n_classes, support_x.shape[0])
         steps = self.config.test_inner_steps or self.config.inner_steps
-        with torch.enable_grad(), training_mode(self, False):
-            trail, stats = self.inner_loop(support_x, support_y, n, steps, second_order=False, guard=True)
-        weights = {k: v.detach() for k, v in trail[-1].items()}
-        return AdaptedNetwork(self.net, weights, stats[-1], float(self.log_scale.detach().exp()), n,
+        with training_mode(self, False):
+            weights, stats = adapt_weights(self, support_x, support_y, n, steps)
+        return AdaptedNetwork(self.net, weights, stats, float(self.log_scale.detach().exp()), n,
                               self.config.batch_norm)
 
 

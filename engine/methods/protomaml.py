@@ -4,11 +4,10 @@ the linear layer equivalent to a Prototypical Network on the support set
 is already a good classifier for any number of classes; the steps refine it."""
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
-from engine.methods.gradient_base import GradientConfig
-
-from engine.methods.gradient_base import GradientLearner
+from engine.methods.gradient_base import GradientConfig, GradientLearner
 from engine.methods.inner_loop import Weights
 from engine.methods.prototypes import prototypes_of
 
@@ -21,9 +20,10 @@ class ProtoMAML(GradientLearner):
         super().__init__(backbone, config, **options)
         del self.head_weight, self.head_bias  # the prototypes are the head's start: no learned row
 
-    def initial_weights(self, support_x: Tensor, support_y: Tensor, way: int) -> Weights:
+    def initial_weights(self, support_x: Tensor, support_y: Tensor, way: int, chunk: int | None = None) -> Weights:
         weights = self.net.backbone_weights()
-        z, _ = self.support_embed(weights, support_x)
+        start = self.with_step_bn(weights, 0)
+        z = torch.cat([self.support_embed(start, part)[0] for part in support_x.split(chunk or len(support_x))])
         protos = prototypes_of(z, support_y, way)
         weights["head.weight"] = 2 * protos
         weights["head.bias"] = -(protos * protos).sum(dim=1)

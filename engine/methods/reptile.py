@@ -3,18 +3,33 @@ learned by plain gradient steps on all its images from the shared start, and the
 start moves towards the weights each task ended with:
 ``theta <- theta + epsilon * mean_i(theta_i - theta)``, where epsilon is the outer
 optimizer's learning rate (the difference is handed to it as the gradient). At test
-time the start is adapted to the examples like MAML's."""
+time the start is adapted to the examples like MAML's.
+
+The logit scale (calibration, engine.methods.gradient_base) is the one parameter
+learned by gradient: from the query loss of the batch's first task, after adapting on
+its support set, so it is fitted on images the inner loop never saw. The MAML++
+options have no meaning without a meta-gradient and are refused."""
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from engine.methods.gradient_base import GradientLearner
+from engine.errors import FewShotError
+from engine.methods.gradient_base import GradientConfig, GradientLearner
+
+REFUSED = ("learn_inner_lr", "multi_step_loss", "per_step_bn")
 
 
 class Reptile(GradientLearner):
     name = "reptile"
     description = "Reptile: the start moves towards the weights each task learns on its own (Nichol et al. 2018)"
+
+    def __init__(self, backbone: nn.Module, config: GradientConfig | None = None, **options):
+        super().__init__(backbone, config, **options)
+        on = [f"--{k.replace('_', '-')}" for k in REFUSED if getattr(self.config, k)]
+        if on:
+            raise FewShotError(f"reptile learns no meta-gradient, so {', '.join(on)} cannot apply; drop them "
+                               "or use --method maml")
 
     def meta_loss(self, episode) -> tuple[Tensor, dict[str, float]]:
         """The query loss after adapting on the support set (first order): what Reptile
@@ -45,11 +60,13 @@ class Reptile(GradientLearner):
             head_b += (self.head_bias - end["head.bias"].mean()).detach()
         # What Reptile is judged by, logged from the batch's first task only (another inner loop per task
         # would double the cost of a step): query loss and accuracy after adapting on its support set.
-        _, logged = self.meta_loss(episodes[0])
+        loss, logged = self.meta_loss(episodes[0])
+        (scale_grad,) = torch.autograd.grad(loss, [self.log_scale])
         b = len(episodes)
         for n, p in meta.items():
             p.grad = sums[n] / b
         self.head_weight.grad, self.head_bias.grad = head_w / b, head_b / b
+        self.log_scale.grad = scale_grad
         optimizer.step()
         self.outer_steps += 1
         return logged
