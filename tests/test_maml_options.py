@@ -145,3 +145,33 @@ def test_a_guarded_step_never_fits_the_examples_worse():
         z, _ = learner.support_embed(predictor.weights, x)
         after = float(F.cross_entropy(learner.net.head(predictor.weights, z), y))
     assert after <= before
+
+
+def test_a_transductive_model_labels_each_image_alone():
+    learner = conv4_learner("maml", batch_norm="transductive")
+    x, y = images(9, 3)
+    task = learner.adapt(x, y, 3)
+    q = images(6, 3, seed=3)[0]
+    batch = task.predict(q).probs
+    assert not torch.allclose(batch[:1], task.predict(q[:1]).probs, atol=1e-4)  # transductive: batch-dependent
+    labeling = task.non_transductive()
+    torch.testing.assert_close(labeling.predict(q).probs[:1], labeling.predict(q[:1]).probs, atol=1e-5, rtol=1e-4)
+
+
+def test_meta_training_keeps_the_running_statistics_at_the_starts_so_cached_embeddings_are_normalized():
+    learner = conv4_learner("maml").train()
+    x, y = images(12, 3)
+    x = x * 3 + 2  # inputs far from mean 0, variance 1
+    from engine.data.episodes import Episode
+    ep = Episode(x[:6], y[:6], x[6:], y[6:], 3, 2, 2, [0, 1, 2])
+    first = next(k for k in learner.net.running_stats() if k.endswith("running_mean"))
+    before = learner.net.running_stats()[first].clone()
+    for _ in range(30):
+        learner.meta_loss(ep)
+    after = learner.net.running_stats()[first]
+    assert not torch.allclose(before, after)
+    _, support_stats = learner.support_embed(learner.net.backbone_weights(), x[:6])
+    torch.testing.assert_close(after, support_stats[first], atol=0.1, rtol=0.05)
+    frozen = conv4_learner("maml", batch_norm="running").train()
+    frozen.meta_loss(ep)
+    assert torch.equal(frozen.net.running_stats()[first], before)

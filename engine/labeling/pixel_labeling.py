@@ -57,6 +57,10 @@ def adapt_on_pixels(lab: Any, decoder: BatchDecoder | None = None
     x = normalize(torch.cat(xs)[keep], model.preprocessing).to(runner.device)
     y = torch.tensor([index[ys_cid[k]] for k in keep], dtype=torch.long, device=runner.device)
     predictor = model.learner.adapt(x, y, len(class_ids))  # owns its grad mode: no inference_mode here
+    if getattr(predictor, "batch_norm", None) == "transductive":
+        # A label must not depend on which images share its batch: label with the support statistics.
+        log.warning("the model normalizes queries transductively; labeling uses its examples' statistics instead")
+        predictor = predictor.non_transductive()
     fingerprint = support_fingerprint([(ys_cid[k], kept_items[k].hash) for k in keep])
     return AdaptedTask(predictor, class_ids, len(keep), fingerprint, skipped), failed
 

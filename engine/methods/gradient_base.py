@@ -171,6 +171,21 @@ class GradientLearner(MetaLearner):
         stats_trail.append(stats)
         return trail, stats_trail
 
+    @torch.no_grad()
+    def track_start_stats(self, stats: Weights) -> None:
+        """Keep the backbone's running statistics at those of the start on training
+        support sets (momentum as its batch norms'), so that embeddings cached under the
+        start in eval mode (the provisional refresh, engine/labeling) are normalized as
+        the start normalizes a task. ``running`` mode keeps them frozen."""
+        if not self.training or self.config.batch_norm == "running":
+            return
+        buffers = dict(self.backbone.named_buffers())
+        norms = self.net.recorder.norms
+        for key, value in stats.items():
+            module = norms.get(key.rsplit(".", 1)[0])
+            momentum = module.momentum if module is not None and module.momentum is not None else 0.1
+            buffers[key].lerp_(value.to(buffers[key].dtype), momentum)
+
     def support_embed(self, weights: Weights, x: Tensor) -> tuple[Tensor, Weights]:
         """Support features and the statistics queries are to be normalized with."""
         if self.config.batch_norm == "running":
@@ -196,6 +211,7 @@ class GradientLearner(MetaLearner):
         second = not self.config.first_order
         with torch.enable_grad():
             trail, stats = self.inner_loop(episode.support_x, episode.support_y, episode.way, steps, second)
+            self.track_start_stats(stats[0])
             loss = torch.zeros(())
             logits = None
             for k, w in enumerate(self.step_weights(steps), start=1):
@@ -237,6 +253,10 @@ class AdaptedNetwork(Predictor):
         self.scale = scale
         self.class_count = class_count
         self.batch_norm = batch_norm
+
+    def non_transductive(self) -> "AdaptedNetwork":
+        """The same task with queries normalized by the support statistics: each image alone."""
+        return AdaptedNetwork(self.net, self.weights, self.stats, self.scale, self.class_count, "support")
 
     def logits(self, x: Tensor) -> Tensor:
         device = self.weights["head.weight"].device

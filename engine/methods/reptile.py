@@ -37,6 +37,7 @@ class Reptile(GradientLearner):
         with torch.enable_grad():
             trail, stats = self.inner_loop(episode.support_x, episode.support_y, episode.way,
                                            self.config.inner_steps, second_order=False)
+            self.track_start_stats(stats[0])
             logits = self.query_logits(trail[-1], stats[-1], episode.query_x)
             loss = torch.nn.functional.cross_entropy(logits, episode.query_y)
         acc = (logits.argmax(1) == episode.query_y).float().mean()
