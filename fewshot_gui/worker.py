@@ -147,9 +147,9 @@ class EngineWorker(QThread):
         with self._cv:
             dropped = [j for j in self._jobs if j.kind == kind]
             self._jobs = deque(j for j in self._jobs if j.kind != kind)
+            handle = self._current
         for job in dropped:
             self._callbacks.pop(job.id, None)
-        handle = self._current
         if handle is not None and handle.job.kind == kind and handle.cancel is not None:
             handle.cancel.cancel()  # this handle's job: another may have started since it was read
 
@@ -198,7 +198,9 @@ class EngineWorker(QThread):
                 if self._stopping:
                     break
                 job = self._jobs.popleft()
-            self._run(job)
+                # Current before the lock is let go: a supersede() from now on finds and cancels it.
+                handle = self._handle_for(job)
+            self._run(handle)
             with self._cv:
                 empty = not self._jobs
             if empty:
@@ -210,11 +212,15 @@ class EngineWorker(QThread):
             except Exception:  # noqa: BLE001 - closing on exit must not raise into Qt
                 log.exception("closing the project failed")
 
-    def _run(self, job: Job) -> None:
+    def _handle_for(self, job: Job) -> JobHandle:
         handle = JobHandle(self, job)
         if not job.quick:
             handle.cancel = _new_cancel_token()
             self._current = handle
+        return handle
+
+    def _run(self, handle: JobHandle) -> None:
+        job = handle.job
         self.started_job.emit(job.id, job.name, job.quick)
         modules = len(sys.modules)
         try:
@@ -239,7 +245,7 @@ class EngineWorker(QThread):
                 if job is None:
                     return
                 self._jobs.remove(job)
-            self._run(job)
+            self._run(self._handle_for(job))  # quick: never the current job
 
 
 def _freeze_imported() -> None:

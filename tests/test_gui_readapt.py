@@ -40,6 +40,17 @@ def test_a_newer_readaptation_replaces_the_running_and_the_waiting_one(qtbot):
         worker.stop()
 
 
+
+def test_a_job_taken_off_the_queue_but_not_yet_started_is_still_superseded(qtbot):
+    """The worker makes a job current while it holds the queue's lock, so there is no
+    moment when a supersede() finds it neither waiting nor running."""
+    worker = EngineWorker(background=False)  # not started: the test plays the worker thread
+    worker.submit("taken", lambda ctx, h: None, kind=READAPT)
+    with worker._cv:
+        handle = worker._handle_for(worker._jobs.popleft())
+    worker.supersede(READAPT)
+    assert handle.cancelled
+
 def test_a_correction_is_provisional_at_once_then_exact(qtbot, tmp_path, monkeypatch):
     from engine.labeling.labeler import Labeler
     provisional: list[dict] = []
