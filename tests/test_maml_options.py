@@ -175,3 +175,31 @@ def test_meta_training_keeps_the_running_statistics_at_the_starts_so_cached_embe
     frozen = conv4_learner("maml", batch_norm="running").train()
     frozen.meta_loss(ep)
     assert torch.equal(frozen.net.running_stats()[first], before)
+
+
+def test_batch_norm_folded_into_its_convolution_is_the_same_function_with_the_same_gradients():
+    from engine.methods.inner_loop import FunctionalNet
+    torch.manual_seed(0)
+    backbone = Conv4(in_channels=1, hidden=8)
+    with torch.no_grad():
+        for m in backbone.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.normal_(), m.bias.normal_(), m.running_mean.normal_(), m.running_var.uniform_(0.5, 2)
+    folded, plain = FunctionalNet(backbone), FunctionalNet(backbone, fold_bn=False)
+    assert folded.folded is not None and plain.folded is None
+    weights, stats = folded.backbone_weights(), folded.running_stats()
+    x = images(7, 1)[0]
+    a, b = folded.embed(weights, x, stats), plain.embed(weights, x, stats)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a, backbone.eval()(x), atol=1e-5, rtol=1e-5)
+    for ga, gb in zip(torch.autograd.grad(a.square().sum(), list(weights.values())),
+                      torch.autograd.grad(b.square().sum(), list(weights.values()))):
+        torch.testing.assert_close(ga, gb, atol=1e-4, rtol=1e-4)
+
+
+def test_a_backbone_whose_batch_norm_follows_no_convolution_is_not_folded():
+    from engine.methods.bn_folding import FoldedTwin
+    odd = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    assert FoldedTwin.build(odd) is None
+    no_bn = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU())
+    assert FoldedTwin.build(no_bn) is None
