@@ -27,6 +27,7 @@ docs/CALIBRATION.md (``benchmarks/bench_calibration.py``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -107,23 +108,31 @@ def choose_temperature(z: Tensor, y: Tensor, n_classes: int, distance: str, lear
     return Temperature(fitted * ratio, "fitted", int(held_y.numel()))
 
 
-def _held_out_folds(z: Tensor, y: Tensor, n_classes: int, counts: Tensor, distance: str
-                    ) -> tuple[Tensor, Tensor, list[float]]:
-    """Distances of the held-out examples of each fold to that fold's prototypes, their
-    labels, and each fold's prototype scale."""
+def held_out_folds(y: Tensor, n_classes: int, counts: Tensor) -> list[Tensor]:
+    """The held-out indices of each fold: fold j holds out the j-th example (in support
+    order) of every class that has more than one, up to :data:`MAX_HELD_OUT` in all."""
     rank = torch.empty_like(y)
     seen = torch.zeros(n_classes, dtype=torch.long)
     for i, c in enumerate(y.tolist()):  # j-th example of its class, in support order
         rank[i] = seen[c]
         seen[c] += 1
-    sums = torch.zeros(n_classes, z.shape[1], dtype=z.dtype).index_add_(0, y, z)
-    ds, ys, scales = [], [], []
-    total = 0
+    folds, total = [], 0
     for j in range(int(counts.max())):
         held = (rank == j) & (counts[y] > 1)
         if not held.any() or total >= MAX_HELD_OUT:
             break
-        idx = torch.nonzero(held).squeeze(1)
+        folds.append(torch.nonzero(held).squeeze(1))
+        total += len(folds[-1])
+    return folds
+
+
+def _held_out_folds(z: Tensor, y: Tensor, n_classes: int, counts: Tensor, distance: str
+                    ) -> tuple[Tensor, Tensor, list[float]]:
+    """Distances of the held-out examples of each fold to that fold's prototypes, their
+    labels, and each fold's prototype scale."""
+    sums = torch.zeros(n_classes, z.shape[1], dtype=z.dtype).index_add_(0, y, z)
+    ds, ys, scales = [], [], []
+    for idx in held_out_folds(y, n_classes, counts):
         part_sums, part_counts = sums.clone(), counts.to(z.dtype).clone()
         part_sums.index_add_(0, y[idx], -z[idx])
         part_counts.index_add_(0, y[idx], -torch.ones(len(idx), dtype=z.dtype))
@@ -133,19 +142,24 @@ def _held_out_folds(z: Tensor, y: Tensor, n_classes: int, counts: Tensor, distan
         scale = prototype_scale(protos, distance)
         if scale is not None:
             scales.append(scale)
-        total += len(idx)
     return torch.cat(ds), torch.cat(ys), scales
 
 
 def _map_temperature(d: Tensor, y: Tensor, center: float) -> float:
-    """argmax over T of log p(y | softmax(-T d)) summed, plus a log-normal prior around
-    ``center``: a coarse grid over log T, then golden-section search around the best."""
-    u0 = math.log(max(center, 1e-12))
+    """argmax over T of log p(y | softmax(-T d)) summed, plus a log-normal prior around ``center``."""
     rows = torch.arange(len(y))
+    return map_scale(lambda t: float(torch.log_softmax(-d * t, dim=1)[rows, y].sum()), center)
+
+
+def map_scale(log_likelihood: Callable[[float], float], center: float) -> float:
+    """argmax over a positive scale t of ``log_likelihood(t)`` plus a log-normal prior
+    (:data:`PRIOR_SIGMA`) around ``center``: a coarse grid over log t, then
+    golden-section search around the best. Any head whose logits have one scale fits it
+    this way (ProtoNet's temperature, bayes-proto's)."""
+    u0 = math.log(max(center, 1e-12))
 
     def objective(u: float) -> float:
-        logp = torch.log_softmax(-d * math.exp(u), dim=1)[rows, y]
-        return float(-logp.sum()) + (u - u0) ** 2 / (2 * PRIOR_SIGMA ** 2)
+        return -log_likelihood(math.exp(u)) + (u - u0) ** 2 / (2 * PRIOR_SIGMA ** 2)
 
     grid = [u0 + k * _GRID_STEP for k in range(-int(_SEARCH_HALF_WIDTH / _GRID_STEP),
                                                   int(_SEARCH_HALF_WIDTH / _GRID_STEP) + 1)]

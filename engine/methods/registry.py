@@ -14,6 +14,7 @@ from torch import nn
 from engine.errors import FewShotError
 from engine.methods.base import MetaLearner
 from engine.methods.anil import ANIL
+from engine.methods.bayes_proto import BayesProto
 from engine.methods.maml import MAML
 from engine.methods.metasgd import MetaSGD
 from engine.methods.protomaml import ProtoMAML
@@ -50,5 +51,5 @@ def build_method(name: str, backbone: nn.Module, config: dict[str, Any] | None =
     return cls(backbone, cls.Config.from_dict(config, who))
 
 
-for _cls in (ProtoNet, MAML, MetaSGD, ANIL, Reptile, ProtoMAML):
+for _cls in (ProtoNet, BayesProto, MAML, MetaSGD, ANIL, Reptile, ProtoMAML):
     register(_cls)
