@@ -1,6 +1,6 @@
 """``fewshot label``: label a folder of images from a folder of examples, headless.
 
-    fewshot label --project P.fewshot --examples DIR --images DIR [--model MODEL]
+    fewshot label --project P.fewshot --examples DIR --images DIR [--model MODEL] [--method NAME]
         [--export-csv FILE] [--export-folder DIR --link {copy,hardlink,symlink}] [--json]
 
 ``--examples`` holds one sub-folder per class (its name is the class name) with
@@ -44,6 +44,10 @@ def add_label_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", required=True, help="folder of images to label (searched recursively)")
     p.add_argument("--model", default="photos",
                    help="checkpoint folder, or a bundled name: photos (default; any photos), omniglot (characters)")
+    p.add_argument("--method", default=None,
+                   help="how to learn from the examples: the model's own method (default), or a head that works on "
+                        "any model: protonet, bayes-proto (Bayesian: tells ambiguous images from ones unlike the "
+                        "examples)")
     p.add_argument("--export-csv", metavar="FILE", help="write every image's label to this CSV file (must not exist)")
     p.add_argument("--export-folder", metavar="DIR",
                    help="write a folder per class holding its images (existing files are never overwritten)")
@@ -190,6 +194,7 @@ def run_label(args: argparse.Namespace) -> int:
     from engine.labeling.labeler import Labeler
     from engine.labeling.progress import CancelToken
     from engine.labeling.store import Project
+    from engine.method_choice import with_method
     from engine.model_store import load_model
     from engine.runtime import describe_device, pick_device
 
@@ -201,12 +206,12 @@ def run_label(args: argparse.Namespace) -> int:
     if Project.exists(inputs.project):
         project = Project.open(inputs.project)
         try:
-            model = load_model(args.model, device, prep)
+            model = with_method(load_model(args.model, device, prep), args.method)
         except BaseException:
             project.close()
             raise
     else:
-        model = load_model(args.model, device, prep)
+        model = with_method(load_model(args.model, device, prep), args.method)
         project = Project.open(inputs.project, create=True)
     bars = ProgressBars(enabled=not args.json or sys.stderr.isatty())
     cancel = CancelToken()
@@ -238,6 +243,7 @@ def run_label(args: argparse.Namespace) -> int:
             result = {
                 "project": str(project.path),
                 "model": args.model,
+                "method": model.meta["method"],
                 "device": describe_device(device),
                 "backend": summary.backend,
                 "finished": not summary.cancelled,

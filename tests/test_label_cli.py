@@ -146,3 +146,39 @@ def test_progress_bars_print_a_busy_step_once_and_nothing_for_an_empty_stage(cap
     bars.close()
     err = capsys.readouterr().err
     assert err == step + "\u2026\n"
+
+
+def test_method_bayes_proto_adds_epistemic_and_aleatoric_columns_and_switching_reuses_the_cache(
+        data, tmp_path, capsys):
+    examples, images, chars = data
+    project, out_csv = tmp_path / "bayes.fewshot", tmp_path / "bayes.csv"
+    code = label("--project", str(project), "--examples", str(examples), "--images", str(images), "--json",
+                 "--method", "bayes-proto", "--export-csv", str(out_csv))
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    summary = json.loads(captured.out)
+    assert summary["method"] == "bayes-proto" and summary["embedded"] == WAY * 12
+    predicted = summary["predicted"]
+    with open(out_csv, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["source"] == "model"]
+    assert len(rows) == WAY * 10
+    assert all(float(r["mutual_info"]) >= 0 and float(r["aleatoric"]) >= 0 for r in rows)
+    truth = {p.name: name.replace("/", "_") for name, paths in chars.items() for p in paths}
+    right = sum(truth[Path(r["path"]).name] == r["label"] for r in rows)
+    assert right >= 0.8 * len(rows)  # 4-way 2-shot Omniglot characters
+    # Back to ProtoNet on the same project: every image is predicted again, from the cached embeddings.
+    code = label("--project", str(project), "--examples", str(examples), "--images", str(images), "--json",
+                 "--method", "protonet")
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0 and summary["method"] == "protonet"
+    assert summary["embedded"] == 0 and summary["predicted"] == predicted > 0
+
+
+def test_a_method_the_model_was_not_trained_with_is_refused_with_the_reason(data, tmp_path, capsys):
+    examples, images, _ = data
+    code = label("--project", str(tmp_path / "m.fewshot"), "--examples", str(examples), "--images", str(images),
+                 "--method", "maml")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error:") and "meta-trained" in err and "protonet" in err and "Traceback" not in err
+    assert not (tmp_path / "m.fewshot").exists()
