@@ -104,8 +104,12 @@ def cmd_evaluate(args) -> int:
     from engine.model_store import load_model
     from engine.runtime import pick_device
 
+    from engine.method_choice import with_method
+    from engine.paths import check_new_output
     device = pick_device(args.device)
-    model = load_model(args.model, device)
+    if args.reliability_plot:
+        check_new_output(Path(args.reliability_plot), "--reliability-plot")
+    model = with_method(load_model(args.model, device), args.method)
     if args.lake_runs:
         from engine.training.lake import evaluate_lake_runs
         _check_dir(args.lake_runs, "--lake-runs")
@@ -130,8 +134,14 @@ def cmd_evaluate(args) -> int:
     with tqdm(total=args.episodes, unit="episode", desc="evaluating", file=sys.stderr,
               disable=args.json and not sys.stderr.isatty()) as bar:
         score = evaluate_episodes(model.learner, sampler, args.episodes, device,
-                                  progress=lambda done, total: bar.update(done - bar.n))
-    result = {**score.to_dict(), "model": args.model, "dataset": args.dataset, "split": args.split, "seed": args.seed}
+                                  progress=lambda done, total: bar.update(done - bar.n), ood=args.ood)
+    result = {**score.to_dict(), "model": args.model, "method": model.meta["method"], "dataset": args.dataset,
+              "split": args.split, "seed": args.seed}
+    if args.reliability_plot and score.tally is not None:
+        from engine.training.reliability_plot import draw_reliability
+        title = (f"{model.meta['method']} on {args.model}: {args.way}-way {args.shot}-shot {args.dataset}/"
+                 f"{args.split}, {args.episodes} episodes, ECE {score.ece:.3f}")
+        result["reliability_plot"] = str(draw_reliability(*score.tally.reliability(), title, args.reliability_plot))
     if args.json:
         print(json.dumps(result))
     else:
@@ -139,6 +149,12 @@ def cmd_evaluate(args) -> int:
               f"{100 * score.accuracy:.2f}% ± {100 * score.ci95:.2f} (95% CI, {score.episodes} episodes)")
         print(f"calibration: ECE {score.ece:.4f} ± {score.ece_ci95:.4f} (15 bins), NLL {score.nll:.4f} ± "
               f"{score.nll_ci95:.4f}, Brier {score.brier:.4f} ± {score.brier_ci95:.4f}")
+        if score.ood:
+            ranked = sorted(score.ood.items(), key=lambda kv: -kv[1][0])
+            print("out-of-episode detection, AUROC (0.5 chance, 1 perfect): "
+                  + ", ".join(f"{k} {m:.3f} ± {c:.3f}" for k, (m, c) in ranked))
+        if args.reliability_plot:
+            print(f"reliability diagram: {result['reliability_plot']}")
     return 0
 
 
@@ -250,6 +266,13 @@ def build_parser(methods: bool = True) -> argparse.ArgumentParser:
     e.add_argument("--lake-runs", help="folder of runNN/ one-shot runs (Lake et al. 2015)")
     e.add_argument("--device", default="auto")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--method", default=None,
+                   help="evaluate with another head on the model's backbone: protonet or bayes-proto")
+    e.add_argument("--no-ood", dest="ood", action="store_false",
+                   help="skip out-of-episode detection (by default each episode also draws as many queries from "
+                        "classes outside it, and every uncertainty score's AUROC at telling them apart is reported)")
+    e.add_argument("--reliability-plot", metavar="FILE.png",
+                   help="draw the reliability diagram (confidence against accuracy per bin, with counts)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_evaluate)
 
