@@ -53,11 +53,26 @@ def load_model(ctx: EngineContext, h: JobHandle, spec: str, preprocessing: dict 
         else:
             _check_declared(spec, prep)
     model = load(spec, ctx.device, prep)
-    ctx.model = model
+    ctx.model = ctx.base_model = model
     ctx.labeler = None
+    return _model_info(model)
+
+
+def _model_info(model: Any) -> dict:
     meta = model.meta
     return {"description": str(meta.get("description") or f"{meta.get('method')} on {meta.get('backbone')}"),
             "method": model.learner.name, "scores": tuple(model.learner.scores)}
+
+
+def use_method(ctx: EngineContext, h: JobHandle, name: str) -> dict:
+    """Label with method ``name`` on the loaded model (engine.method_choice); the
+    labeler is rebuilt, and relabeling reuses the cached embeddings."""
+    from engine.method_choice import with_method
+    if ctx.base_model is None:
+        raise FewShotError("no model is loaded: choose one in Labeling > Model")
+    ctx.model = with_method(ctx.base_model, name)
+    ctx.labeler = None
+    return _model_info(ctx.model)
 
 
 def open_project(ctx: EngineContext, h: JobHandle, path: str, create: bool,
@@ -322,11 +337,16 @@ def _check_declared(path: str, prep: Any) -> None:
                            + "; choose the model again and use the file's values")
 
 
-def methods(ctx: EngineContext, h: JobHandle) -> tuple[list[tuple[str, str]], str | None]:
-    """The methods the engine offers, as (registry key, display name), and the loaded model's."""
+def methods(ctx: EngineContext, h: JobHandle) -> tuple[list[tuple[str, str, str | None]], str | None]:
+    """Every registered method as (key, display name, why the loaded model cannot use it
+    or None), and the method labeling now."""
+    from engine.method_choice import offered_methods
     from engine.methods.registry import METHODS
-    active = str(ctx.model.meta.get("method")) if ctx.model is not None else None
-    return [(key, cls.__name__) for key, cls in sorted(METHODS.items())], active
+    if ctx.base_model is None:
+        return [(key, cls.__name__, "load a model first") for key, cls in sorted(METHODS.items())], None
+    offered = offered_methods(ctx.base_model)
+    active = str(ctx.model.meta.get("method"))
+    return [(key, cls.__name__, offered.get(key)) for key, cls in sorted(METHODS.items())], active
 
 
 def export_model(ctx: EngineContext, h: JobHandle, path: str, model_spec: str, bundle: bool, force: bool) -> Any:

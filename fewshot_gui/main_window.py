@@ -33,6 +33,7 @@ from fewshot_gui import export_labels, jobs
 from fewshot_gui.classes_panel import ClassesPanel
 from fewshot_gui.detail_pane import DetailPane
 from fewshot_gui.labeling_controller import LabelingController
+from fewshot_gui.method_picker import MethodPicker
 from fewshot_gui.model_picker import ModelPicker
 from fewshot_gui.progress_area import ProgressArea
 from fewshot_gui.project_files import ProjectFiles
@@ -105,6 +106,7 @@ class MainWindow(WindowChrome, QMainWindow):
         self.state.snapshot_changed.connect(self._apply_snapshot)
         self.state.counts_changed.connect(self._show_counts)
         self.model_picker = ModelPicker(self, BUNDLED_MODELS)
+        self.method_picker = MethodPicker(self)
         self.files.recent_changed.connect(self._show_recent)
         self._restore_settings()
         self._update_actions()
@@ -299,6 +301,23 @@ class MainWindow(WindowChrome, QMainWindow):
                                          "grayscale images); the Model box in the toolbar changes it.")
         self.model_picker.model_loaded(spec)  # lists it among the recent models
         self.model_picker.show_current()  # the combo row and the menu tick
+        self.method_picker.refresh(spec)
+
+    def use_method(self, name: str) -> None:
+        """Label with another method on the loaded model, then relabel (from the cache)."""
+        spec = self.model_spec
+
+        def done(info: dict) -> None:
+            self._show_model(spec, info)
+            if self.project is not None and self.classes:
+                self.label()
+
+        def failed(message: str) -> None:
+            self.method_picker.refresh(spec)
+            self.show_error(message)
+
+        self.submit(f"Switching to {name}", lambda ctx, h: jobs.use_method(ctx, h, name), done=done,
+                    failed=failed, kind="model")
 
     # ================================================================ projects
 

@@ -1,5 +1,5 @@
 """The model choices beyond the bundled ones: checkpoint folders and ONNX feature
-extractors, the models used recently, and the methods the engine offers.
+extractors, and the models used recently (the method choice is method_picker.py).
 
 Everything that reads a model file runs in the engine worker (``onnx`` and the engine
 import torch); this side only shows menus and the input dialog. An ONNX file is asked
@@ -50,10 +50,7 @@ class ModelPicker(QObject):
         self.act_onnx.setStatusTip("Use any ONNX image model's features with a ProtoNet head")
         self.act_onnx.triggered.connect(lambda _c=False: self.choose_onnx())
         menu.addAction(self.act_onnx)
-        menu.addSeparator()
-        self.method_menu = menu.addMenu("Method")
-        self.method_menu.setToolTipsVisible(True)
-        self.method_menu.setEnabled(False)  # filled from the engine once a model is loaded
+        menu.addSeparator()  # the Method menu follows (method_picker.py)
         self._choosers = (("Checkpoint folder\u2026", window.choose_checkpoint),
                           ("ONNX feature extractor\u2026", self.choose_onnx))
         window.model_box.activated.connect(self._combo_activated)
@@ -146,13 +143,11 @@ class ModelPicker(QObject):
     # ------------------------------------------------------------ after a load
 
     def model_loaded(self, spec: str) -> None:
-        """Remember the model among the recent ones and show the methods, the loaded one ticked."""
+        """Remember the model among the recent ones."""
         if spec not in {s for s, _ in self.bundled}:
             recent = [spec] + [s for s in self.recent() if s != spec]
             self.window.settings.setValue(RECENT_KEY, recent[:MAX_RECENT_MODELS])
         self._rebuild()
-        self.window.submit("Listing methods", jobs.methods, quick=True,
-                           done=lambda result: self._show_methods(spec, *result))
 
     def recent(self) -> list[str]:
         value = self.window.settings.value(RECENT_KEY, [])
@@ -200,20 +195,3 @@ class ModelPicker(QObject):
             box.setItemData(box.count() - 1, i, CHOOSER_ROLE)
         box.setCurrentIndex(max(0, box.findData(current)))
         box.blockSignals(False)
-
-    def _show_methods(self, spec: str, methods: list[tuple[str, str]], active: str | None) -> None:
-        """Read-only: the method comes with the model (a checkpoint is trained for one)."""
-        menu = self.method_menu
-        menu.clear()
-        menu.setEnabled(bool(methods))
-        names = dict(methods)
-        menu.setTitle(f"Method: {names.get(active, active)}" if active else "Method")
-        for key, name in methods:
-            a = menu.addAction(name)
-            a.setCheckable(True)
-            a.setChecked(key == active)
-            a.setEnabled(False)
-            a.setToolTip("The method comes with the model: a checkpoint is meta-trained for one")
-        label = self.window.model_label
-        if spec == self.window.model_spec and active and label.text() == f"Model: {Path(spec).name}":
-            label.setText(f"Model: {Path(spec).name} \u00b7 {names.get(active, active)}")

@@ -150,6 +150,11 @@ class WindowChrome:
             self.model_box.addItem(Path(self.model_spec).name, self.model_spec)
         self.model_box.setCurrentIndex(self.model_box.findData(self.model_spec))
         tb.addWidget(self.model_box)
+        tb.addWidget(QLabel(" Method "))
+        self.method_box = QComboBox()  # filled by method_picker.py once a model is loaded
+        self.method_box.setToolTip("How the model learns from your examples")
+        self.method_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        tb.addWidget(self.method_box)
         self.addToolBar(tb)
         self.toolbar = tb
 

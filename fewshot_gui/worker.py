@@ -49,7 +49,8 @@ class EngineContext:
     device: Any = None
     device_text: str = ""
     project: Any = None
-    model: Any = None
+    model: Any = None  # the model labeling now: base_model, or its backbone under another head
+    base_model: Any = None  # the model as loaded (engine.method_choice switches from it)
     labeler: Any = None  # engine.labeling.labeler.Labeler for (project, model), kept between jobs
 
 

@@ -85,11 +85,16 @@ def test_onnx_feature_extractor_is_asked_once_and_labels(qtbot, window, tmp_path
     assert window.model_box.currentText() == name
     assert window.settings.value(RECENT_KEY) in ([str(ONNX)], str(ONNX))
     assert [a.isChecked() for a in window.model_group.actions() if a.data() == str(ONNX)] == [True]
-    assert picker.method_menu.title() == "Method: ProtoNet"
-    # Every registered method is listed, read-only; the model's own is checked.
+    methods = window.method_picker
+    qtbot.waitUntil(lambda: methods.menu.title() == "Method: ProtoNet", timeout=WAIT)
+    # Every registered method is listed, the model's own checked; a feature extractor takes the heads that
+    # need no training, and the meta-trained methods are greyed out with the reason.
     from engine.methods.registry import METHODS
-    assert [(a.text(), a.isChecked(), a.isEnabled()) for a in picker.method_menu.actions()] == [
-        (cls.__name__, cls.__name__ == "ProtoNet", False) for _key, cls in sorted(METHODS.items())]
+    assert [(a.text(), a.isChecked(), a.isEnabled()) for a in methods.menu.actions()] == [
+        (cls.__name__, key == "protonet", key in ("protonet", "bayes-proto")) for key, cls in sorted(METHODS.items())]
+    maml = next(a for a in methods.menu.actions() if a.text() == "MAML")
+    assert "meta-trained" in maml.toolTip()
+    assert window.method_box.currentData() == "protonet"
     assert (tmp_path / "config" / "onnx_models.json").is_file()
 
     # Label a few real Omniglot drawings with it.

@@ -1,0 +1,58 @@
+"""The toolbar's Method box: switching the loaded model to bayes-proto relabels the project
+from its cached embeddings, and its epistemic and aleatoric scores reach the sort box,
+the filters and the detail pane. pytest-qt, offscreen."""
+from __future__ import annotations
+
+from gui_helpers import WAIT, engine_window, wait_idle
+from labeling_data import extract_omniglot
+
+SLOW = 120_000
+
+
+def test_switching_to_bayes_proto_relabels_from_the_cache_and_shows_both_uncertainties(qtbot, tmp_path):
+    window = engine_window(qtbot, tmp_path / "gui.ini")
+    try:
+        chars = extract_omniglot(tmp_path / "omniglot", 3, per_character=8, skip=30)
+        window.new_project(str(tmp_path / "p.fewshot"))
+        qtbot.waitUntil(lambda: window.project is not None, timeout=WAIT)
+        window.set_model("omniglot")
+        qtbot.waitUntil(lambda: window.method_box.currentData() == "protonet", timeout=SLOW)
+        for key in chars:
+            window.add_class(key.replace("/", "_"))
+        qtbot.waitUntil(lambda: len(window.classes) == 3, timeout=WAIT)
+        for cls, files in zip(window.classes, chars.values()):
+            window.add_examples(cls.id, [str(files[0])], [])
+            wait_idle(qtbot, window, timeout=SLOW)
+        rest = tmp_path / "to_label"
+        rest.mkdir()
+        for files in chars.values():
+            for f in files[1:]:
+                (rest / f"{f.parent.name}_{f.name}").write_bytes(f.read_bytes())
+        window.add_folder(str(rest))
+        wait_idle(qtbot, window, timeout=SLOW)
+        assert window.project.count(status="predicted") == 21
+        sorts = [window.results_page.sort_box.itemText(i) for i in range(window.results_page.sort_box.count())]
+        assert "Most informative first (BALD)" not in sorts  # ProtoNet has no epistemic score
+
+        box = window.method_box
+        row = box.findData("maml")
+        assert not box.model().item(row).isEnabled()  # not trained for it: greyed out, with the reason
+        assert "meta-trained" in box.itemData(row, 3)  # Qt.ToolTipRole
+        box.activated.emit(box.findData("bayes-proto"))
+        qtbot.waitUntil(lambda: window.worker.context.model.meta["method"] == "bayes-proto", timeout=SLOW)
+        wait_idle(qtbot, window, timeout=SLOW)
+        current = window.project.current_model()
+        assert current[2]["method"] == "bayes-proto"
+        sorts = [window.results_page.sort_box.itemText(i) for i in range(window.results_page.sort_box.count())]
+        assert "Most informative first (BALD)" in sorts and "Most ambiguous first" in sorts
+        predicted = [r for r in window.project.iter_images() if r.label_source == "model"]
+        assert len(predicted) == 21 and all(r.mutual_info is not None and r.aleatoric is not None for r in predicted)
+        assert "BayesProto" in window.model_label.text()
+        window.detail.show_record(predicted[0], window.classes)
+        shown = {name: label.text() for name, label in window.detail.score_labels.items()}
+        assert shown["mutual_info"] and shown["aleatoric"]
+        shot = tmp_path / "bayes-proto-window.png"
+        window.grab().save(str(shot))
+        print(f"the window labeling with bayes-proto: {shot}")
+    finally:
+        window.close()
