@@ -190,7 +190,8 @@ def cmd_label(args) -> int:
 def cmd_export(args) -> int:
     from engine.export.onnx_model import export_project
 
-    report = export_project(args.project, args.out, model_spec=args.model, bundle=args.bundle, force=args.force)
+    report = export_project(args.project, args.out, model_spec=args.model, method=args.method, bundle=args.bundle,
+                            force=args.force)
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
     else:
@@ -291,6 +292,9 @@ def build_parser(methods: bool = True) -> argparse.ArgumentParser:
                    help="write a .zip with model.onnx, labels.json, preprocessing.json and README.txt")
     x.add_argument("--model", default=None,
                    help="model to adapt (default: the project's current model): omniglot, photos or a folder")
+    x.add_argument("--method", default=None,
+                   help="the head to export: protonet or bayes-proto on any model, or the model's own method "
+                        "(default: the one the project was labeled with)")
     x.add_argument("--force", action="store_true", help="replace --out if it exists")
     x.add_argument("--json", action="store_true", help="print the report as one JSON object")
     x.set_defaults(func=cmd_export)

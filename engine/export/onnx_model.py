@@ -57,8 +57,9 @@ PROBS = "probs"
 #: Largest |p_onnx - p_torch| over the parity images that still passes.
 PARITY_TOLERANCE = 1e-4
 PARITY_BATCH = 32
-#: Version of the metadata contract below, for programs that read it.
-CONTRACT_FORMAT = "1"
+#: Version of the metadata contract below, for programs that read it. 2 added the optional
+#: outputs ``mutual_info`` and ``aleatoric`` (Bayesian heads); version-1 files read the same.
+CONTRACT_FORMAT = "2"
 
 
 @dataclass
@@ -101,6 +102,7 @@ def check_target(path: Path, force: bool) -> None:
 
 
 def export_project(project_path: str | Path, out: str | Path, *, model_spec: str | None = None,
+                   method: str | None = None,
                    bundle: bool = False, force: bool = False) -> ExportReport:
     """Open the project at ``project_path`` and export its adapted model to ``out``
     (see :func:`export_from_project`). Raises ProjectError when there is no such project."""
@@ -109,7 +111,8 @@ def export_project(project_path: str | Path, out: str | Path, *, model_spec: str
     target = export_target(out, bundle)
     check_target(target, force)  # before anything slow
     with Project.open(project_path) as project:
-        return export_from_project(project, target, model_spec=model_spec, bundle=bundle, force=force)
+        return export_from_project(project, target, model_spec=model_spec, method=method, bundle=bundle,
+                                   force=force)
 
 
 class ExportCancelledError(ExportError):
@@ -117,15 +120,18 @@ class ExportCancelledError(ExportError):
 
 
 def export_from_project(project: "Project", out: str | Path, *, model_spec: str | None = None,
+                        method: str | None = None,
                         bundle: bool = False, force: bool = False, cancel: Any = None) -> ExportReport:
     """Adapt the model (the project's current one, or ``model_spec``) on the project's
-    examples and export it as ONNX (``bundle``: a zip with the contract as files).
+    examples, with ``method`` (default: the head the project was labeled with, for its
+    current model; else the model's own method), and export it as ONNX (``bundle``: a zip with the contract as files).
     For callers that hold the project open already (the GUI's worker). ``cancel``: a
     CancelToken checked between the steps (ExportCancelledError; nothing is written)."""
     def check_cancel() -> None:
         if cancel is not None and cancel.cancelled:
             raise ExportCancelledError("the export was cancelled; nothing was written")
     from engine.labeling.labeler import Labeler
+    from engine.method_choice import with_method
     from engine.model_store import load_model
 
     t0 = time.perf_counter()
@@ -140,6 +146,10 @@ def export_from_project(project: "Project", out: str | Path, *, model_spec: str 
                               "or pass --model (omniglot, photos or a folder made by 'fewshot train')")
         spec = current[1]
     model = load_model(spec, "cpu")
+    if method is None and spec == current_spec(project):
+        # The head the project was labeled with (engine.method_choice), not only its model.
+        method = (project.current_model() or (None, None, {}))[2].get("method")
+    model = with_method(model, method)
     check_cancel()
     task = Labeler(project, model).adapt()
     check_cancel()
@@ -166,6 +176,11 @@ def export_from_project(project: "Project", out: str | Path, *, model_spec: str 
              seconds, diff, used, provider)
     return ExportReport(target, class_names, diff, provider, seconds, model=spec, method=metadata["method"],
                         parity_images=used, bundle=bundle, project_version=task.fingerprint, metadata=metadata)
+
+
+def current_spec(project: "Project") -> str | None:
+    current = project.current_model()
+    return current[1] if current is not None else None
 
 
 def check_examples(project: "Project") -> None:
