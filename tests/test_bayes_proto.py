@@ -38,16 +38,18 @@ def test_total_uncertainty_is_aleatoric_plus_epistemic_and_each_is_non_negative(
     torch.testing.assert_close(p.probs.sum(1), torch.ones(50))
 
 
-def test_epistemic_uncertainty_is_high_far_from_the_examples_and_falls_with_more_of_them():
-    z, y, centres = clusters(shot=1, seed=2)
-    midpoint = (centres[0] + centres[1]) / 2  # ambiguous between two known classes
-    far = centres.mean(0) + 40 * torch.nn.functional.normalize(torch.randn(1, 16), dim=1)[0]
-    one = head().adapt_embeddings(z, y, 3).predict_embeddings(torch.stack([midpoint, far]))
-    assert one.mutual_info[1] > one.mutual_info[0]  # unlike any example: epistemic
-    assert one.aleatoric[0] > one.aleatoric[1] * 0.5  # the midpoint's uncertainty is mostly the image's
-    z5, y5, _ = clusters(shot=8, seed=2)
-    many = head().adapt_embeddings(z5, y5, 3).predict_embeddings(far[None])
-    assert many.mutual_info[0] < one.mutual_info[1]
+def test_epistemic_uncertainty_falls_with_more_examples_where_aleatoric_does_not():
+    """Between two classes, how uncertain the boundary is (epistemic) shrinks as the classes
+    get examples; that the image sits between them (aleatoric) does not. At a class's
+    centre both are small. (Far from every class is ood_score's job: docs/RESULTS.md.)"""
+    for seed in range(3):
+        _, _, centres = clusters(shot=1, seed=seed)
+        q = torch.stack([(centres[0] + centres[1]) / 2, centres[2]])
+        few = head().adapt_embeddings(*clusters(shot=1, seed=seed)[:2], 3).predict_embeddings(q)
+        many = head().adapt_embeddings(*clusters(shot=8, seed=seed)[:2], 3).predict_embeddings(q)
+        assert many.mutual_info[0] < few.mutual_info[0]
+        assert many.aleatoric[0] > 0.9 * few.aleatoric[0] > 0.4
+        assert few.mutual_info[1] < 0.2 * few.mutual_info[0] and few.aleatoric[1] < 0.2 * few.aleatoric[0]
 
 
 def test_the_posterior_mean_of_a_class_shrinks_towards_the_centre_by_kappa0():

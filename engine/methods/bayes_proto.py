@@ -33,14 +33,15 @@ which averaging makes softer than ProtoNet's.
 
 Uncertainty. ``entropy``: of the averaged probabilities (total). ``aleatoric``: the
 mean entropy of the draws, what is ambiguous whatever the classes' true means.
-``mutual_info`` (BALD, epistemic): total minus aleatoric, how much the draws disagree,
-which is large for an image far from the examples (its distances move most when the
-means move) and which more examples shrink. ``ood_score``: ProtoNet's, the distance to
+``mutual_info`` (BALD, epistemic): total minus aleatoric, how much the draws disagree:
+large where it is not yet clear where the boundary between two classes lies, which more
+examples settle (tests/test_bayes_proto.py). An image far from every class gets a
+confident, agreeing set of draws under a Gaussian model, so "none of these" is left to
+``ood_score`` (docs/RESULTS.md measures both). ``ood_score``: ProtoNet's, the distance to
 the nearest class over the classes' spread.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 
@@ -50,8 +51,8 @@ from torch import Tensor, nn
 
 from engine.errors import FewShotError
 from engine.methods.base import MetaLearner, MethodConfig, Prediction, Predictor, check_support, eval_forward
-from engine.methods.calibration import (Temperature, choose_temperature, held_out_folds, map_scale,
-                                        prototype_scale)
+from engine.methods.calibration import Temperature, choose_temperature, held_out_folds, map_scale, prototype_scale
+from engine.methods.draws import antithetic_normals, average_draws, canonical
 from engine.methods.prototypes import DISTANCES, prototypes_of, support_spread
 
 OUTPUTS = ("probs", "entropy", "ood_score", "mutual_info", "aleatoric")
@@ -85,19 +86,6 @@ class BayesProtoConfig(MethodConfig):
             raise FewShotError(f"samples must be between 1 and 4096, not {self.samples}")
         if self.temperature is not None and not (0 < self.temperature < 1e6):
             raise FewShotError(f"temperature must be a positive number, not {self.temperature}")
-
-
-def canonical(z: Tensor, y: Tensor) -> tuple[Tensor, Tensor, int]:
-    """The examples in a canonical order (by label, then by content) and a seed from
-    them, so the same examples give the same draws and the same fitted scale in any order."""
-    rows = [bytes(r) for r in z.detach().float().cpu().numpy()]
-    order = sorted(range(len(rows)), key=lambda i: (int(y[i]), rows[i]))
-    h = hashlib.sha256()
-    for i in order:
-        h.update(str(int(y[i])).encode())
-        h.update(rows[i])
-    perm = torch.tensor(order, dtype=torch.long, device=z.device)
-    return z[perm], y[perm], int.from_bytes(h.digest()[:8], "little") & ((1 << 63) - 1)
 
 
 @dataclass
@@ -143,12 +131,7 @@ def posterior_outputs(z: Tensor, post: dict[str, Tensor], spread: Tensor, unit: 
     if unit:
         z = F.normalize(z, dim=1)
     r2, logits = draw_logits(z, post)
-    log_p = torch.log_softmax(logits, dim=2)
-    p = log_p.exp()
-    aleatoric = -(p * log_p).sum(2).mean(0)
-    probs = p.mean(0)
-    entropy = -(probs * probs.clamp_min(1e-30).log()).sum(1)
-    mutual_info = (entropy - aleatoric).clamp_min(0)  # >= 0 by Jensen; the clamp removes rounding
+    probs, entropy, aleatoric, mutual_info = average_draws(logits)
     d_min = r2.amin(dim=1) / 2 if unit else r2.amin(dim=1)  # ProtoNet's distance: 1 - cos = |a - b|^2 / 2
     return probs, entropy, d_min / spread, mutual_info, aleatoric
 
@@ -251,10 +234,7 @@ class BayesProto(MetaLearner):
         var = b / (a - 1).clamp_min(1e-3)  # E[sigma^2] per dimension
         mean_var = var / kappa
         s = self.config.samples
-        # Antithetic pairs (xi, -xi): the average over draws has no first-order noise left, so a finite
-        # number of draws does not move which class is most probable (it cost 1 point of accuracy).
-        half = torch.randn((s + 1) // 2, n_classes, generator=generator, dtype=z.dtype, device=z.device)
-        xi = torch.cat([half, -half])[:s]
+        xi = antithetic_normals((s, n_classes), generator, z)  # plain normals cost a point of accuracy
         # sigma^2 ~ InvGamma(a, b): precision relative to its mean ~ Gamma(a, a - 1) / ..., drawn with
         # the Wilson-Hilferty cube of a normal (no gamma sampler takes a generator).
         eta = torch.randn(s, 1 if not self.config.per_class_variance else n_classes, generator=generator,
