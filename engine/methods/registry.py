@@ -21,6 +21,7 @@ from engine.methods.protomaml import ProtoMAML
 from engine.methods.protonet import ProtoNet
 from engine.methods.reptile import Reptile
 from engine.methods.uncertainty import check_provided
+from engine.methods.versa import Versa
 
 METHODS: dict[str, type[MetaLearner]] = {}
 
@@ -51,5 +52,5 @@ def build_method(name: str, backbone: nn.Module, config: dict[str, Any] | None =
     return cls(backbone, cls.Config.from_dict(config, who))
 
 
-for _cls in (ProtoNet, BayesProto, MAML, MetaSGD, ANIL, Reptile, ProtoMAML):
+for _cls in (ProtoNet, BayesProto, Versa, MAML, MetaSGD, ANIL, Reptile, ProtoMAML):
     register(_cls)
