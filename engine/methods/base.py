@@ -219,6 +219,10 @@ class MetaLearner(nn.Module):
         rate of their own); default: one group at ``lr``."""
         return [{"params": list(self.parameters()), "lr": lr}]
 
+    def backbone_replaced(self) -> None:
+        """The backbone's weights were loaded from elsewhere (``--init-from``); a method
+        that keeps copies of them renews those (default: nothing to do)."""
+
     def meta_loss(self, episode: "Episode") -> tuple[Tensor, dict[str, float]]:
         raise NotImplementedError
 

@@ -22,10 +22,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine.errors import ExportError, FewShotError
-from engine.methods.base import MetaLearner, MethodConfig, Prediction, Predictor, check_support
 from engine.methods.adaptation import adapt_weights
-from engine.methods.inner_loop import (BN_MODES, FunctionalNet, Weights, batch_norms, detached_copy, inner_grads,
-                                       sgd_step, training_mode)
+from engine.methods.base import MetaLearner, MethodConfig, Prediction, Predictor, check_support
+from engine.methods.inner_loop import (
+    BN_MODES,
+    FunctionalNet,
+    Weights,
+    batch_norms,
+    detached_copy,
+    inner_grads,
+    sgd_step,
+    training_mode,
+)
 from engine.methods.oom import halving_on_oom
 
 log = logging.getLogger(__name__)
@@ -295,13 +303,15 @@ class BakedNetwork(nn.Module):
             self._keys[k] = safe
         self.scale = float(scale)
 
-    def forward(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
+    def logits(self, pixels: Tensor) -> Tensor:
         from torch.func import functional_call
         values = {k: getattr(self, safe) for k, safe in self._keys.items()}
         own = {k: v for k, v in values.items() if not k.startswith("head.")}
         with training_mode(self._backbone, False):
             z = functional_call(self._backbone, own, (pixels,))
-        logits = F.linear(z, values["head.weight"], values["head.bias"]) * self.scale
-        probs = logits.softmax(dim=1)
+        return F.linear(z, values["head.weight"], values["head.bias"]) * self.scale
+
+    def forward(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
+        probs = self.logits(pixels).softmax(dim=1)
         return probs, -(probs * probs.clamp_min(1e-12).log()).sum(dim=1)
 

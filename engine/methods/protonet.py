@@ -18,8 +18,7 @@ from torch import Tensor, nn
 from engine.errors import FewShotError
 from engine.methods.base import MetaLearner, MethodConfig, Prediction, Predictor, check_support, eval_forward
 from engine.methods.calibration import Temperature, choose_temperature
-from engine.methods.prototypes import (DISTANCES, pairwise_distance, proto_outputs, prototypes_of,
-                                       support_spread)
+from engine.methods.prototypes import DISTANCES, pairwise_distance, proto_outputs, prototypes_of, support_spread
 
 __all__ = ["ProtoNet", "ProtoNetConfig", "ProtoHead", "ProtoHeadModule", "pairwise_distance", "prototypes_of",
            "support_spread"]

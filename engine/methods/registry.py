@@ -12,9 +12,11 @@ from typing import Any
 from torch import nn
 
 from engine.errors import FewShotError
-from engine.methods.base import MetaLearner
 from engine.methods.anil import ANIL
+from engine.methods.base import MetaLearner
 from engine.methods.bayes_proto import BayesProto
+from engine.methods.bmaml import BMAML
+from engine.methods.emaml import EMAML
 from engine.methods.maml import MAML
 from engine.methods.metasgd import MetaSGD
 from engine.methods.protomaml import ProtoMAML
@@ -52,5 +54,5 @@ def build_method(name: str, backbone: nn.Module, config: dict[str, Any] | None =
     return cls(backbone, cls.Config.from_dict(config, who))
 
 
-for _cls in (ProtoNet, BayesProto, Versa, MAML, MetaSGD, ANIL, Reptile, ProtoMAML):
+for _cls in (ProtoNet, BayesProto, Versa, MAML, MetaSGD, ANIL, Reptile, ProtoMAML, EMAML, BMAML):
     register(_cls)

@@ -91,6 +91,7 @@ class Trainer:
                                f"{meta.get('channels')}-channel {meta.get('image_size')} px images, this run's "
                                f"{self.cfg.backbone} on {self.channels}-channel {self.size} px; they must match")
         self.learner.backbone.load_state_dict(source.learner.backbone.state_dict())
+        self.learner.backbone_replaced()  # a method holding copies of the backbone (particles) renews them
         log.info("backbone initialized from %s", spec)
 
     def _restore(self, folder: Path) -> None:
