@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,15 +30,13 @@ from torch import Tensor
 from engine.methods.inner_loop import Weights, detached_copy, sgd_step
 from engine.methods.oom import is_oom
 
-if TYPE_CHECKING:  # pragma: no cover
-    from engine.methods.gradient_base import GradientLearner
-
 log = logging.getLogger(__name__)
 MAX_HALVINGS = 6  # a guarded step tries its rate, then up to 6 halvings (1/64 of it)
 
 
-def adapt_weights(learner: "GradientLearner", x: Tensor, y: Tensor, way: int, steps: int,
+def adapt_weights(learner: Any, x: Tensor, y: Tensor, way: int, steps: int,
                   chunk: int | None = None) -> tuple[Weights, Weights]:
+    # learner: a GradientLearner, not imported (gradient_base imports this module).
     """The fast weights after up to ``steps`` guarded steps on examples ``(x, y)`` and
     the support statistics queries are to be normalized with under them. ``chunk``:
     examples per forward pass (default all); halved on out-of-memory."""
@@ -55,7 +53,7 @@ def adapt_weights(learner: "GradientLearner", x: Tensor, y: Tensor, way: int, st
         log.warning("out of memory adapting to %d examples; continuing in batches of %d", x.shape[0], chunk)
 
 
-def _adapt(learner: "GradientLearner", x: Tensor, y: Tensor, way: int, steps: int,
+def _adapt(learner: Any, x: Tensor, y: Tensor, way: int, steps: int,
            chunk: int) -> tuple[Weights, Weights]:
     with torch.no_grad():  # the start needs no graph here: first-order steps start from leaves
         weights = {k: v.detach() for k, v in learner.start_weights(x, y, way, chunk).items()}
@@ -73,7 +71,7 @@ def _adapt(learner: "GradientLearner", x: Tensor, y: Tensor, way: int, steps: in
     return weights, stats
 
 
-def _loss_and_grads(learner: "GradientLearner", weights: Weights, names: list[str], x: Tensor, y: Tensor,
+def _loss_and_grads(learner: Any, weights: Weights, names: list[str], x: Tensor, y: Tensor,
                     chunk: int) -> tuple[float, list[Tensor]]:
     """The mean cross-entropy over the examples and its gradient, chunk by chunk."""
     total = 0.0
@@ -92,7 +90,7 @@ def _loss_and_grads(learner: "GradientLearner", weights: Weights, names: list[st
     return total, grads
 
 
-def _pass(learner: "GradientLearner", weights: Weights, x: Tensor, y: Tensor, chunk: int) -> tuple[float, Weights]:
+def _pass(learner: Any, weights: Weights, x: Tensor, y: Tensor, chunk: int) -> tuple[float, Weights]:
     """The mean loss under ``weights`` (no graph) and the support statistics pooled
     over the chunks (each chunk's mean and variance, weighted by its size)."""
     n = x.shape[0]
@@ -117,7 +115,7 @@ def _pass(learner: "GradientLearner", weights: Weights, x: Tensor, y: Tensor, ch
     return total, pooled
 
 
-def _guarded_step(learner: "GradientLearner", weights: Weights, names: list[str], grads: list[Tensor],
+def _guarded_step(learner: Any, weights: Weights, names: list[str], grads: list[Tensor],
                   rates: list, loss: float, x: Tensor, y: Tensor, chunk: int, step: int) -> Weights | None:
     scale = 1.0
     for _ in range(MAX_HALVINGS + 1):
