@@ -12,6 +12,7 @@ from typing import Any
 from torch import nn
 
 from engine.errors import FewShotError
+from engine.methods.abml import ABML
 from engine.methods.anil import ANIL
 from engine.methods.base import MetaLearner
 from engine.methods.bayes_proto import BayesProto
@@ -54,5 +55,5 @@ def build_method(name: str, backbone: nn.Module, config: dict[str, Any] | None =
     return cls(backbone, cls.Config.from_dict(config, who))
 
 
-for _cls in (ProtoNet, BayesProto, Versa, MAML, MetaSGD, ANIL, Reptile, ProtoMAML, EMAML, BMAML):
+for _cls in (ProtoNet, BayesProto, Versa, MAML, MetaSGD, ANIL, Reptile, ProtoMAML, ABML, EMAML, BMAML):
     register(_cls)
