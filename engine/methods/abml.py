@@ -32,6 +32,7 @@ from engine.methods.draws import canonical
 from engine.methods.gradient_base import AdaptedNetwork, GradientConfig, GradientLearner
 from engine.methods.inner_loop import Weights, detached_copy, inner_grads, sgd_step, training_mode
 from engine.methods.particles import EnsembleNetwork
+from engine.methods.prototypes import prototypes_of
 
 STD = "std:"  # fast-weight key prefix of a weight's log standard deviation
 
@@ -43,6 +44,8 @@ class ABMLConfig(GradientConfig):
     kl_weight: float = field(default=1.0, metadata={"help": "weight of the KL term of the inner ELBO"})
     prior_std: float = field(default=0.01, metadata={"help": "the prior's starting standard deviation, relative "
                                                              "to each weight tensor's spread"})
+    proto_start: bool = field(default=False, metadata={
+        "help": "the head's prior mean is the examples' prototypes (as Proto-MAML's start), not a learned row"})
 
     def validate(self) -> None:
         super().validate()
@@ -83,6 +86,10 @@ class ABML(GradientLearner):
 
     def initial_weights(self, support_x: Tensor, support_y: Tensor, way: int, chunk: int | None = None) -> Weights:
         weights = super().initial_weights(support_x, support_y, way, chunk)
+        if self.config.proto_start:
+            z = torch.cat([self.support_embed(weights, part)[0] for part in support_x.split(chunk or len(support_x))])
+            protos = prototypes_of(z, support_y, way)
+            weights["head.weight"], weights["head.bias"] = 2 * protos, -(protos * protos).sum(dim=1)
         for n in self.param_names:
             log_sd = self.prior_log_sd[n.replace(".", "__")]
             weights[STD + n] = log_sd.unsqueeze(0).expand(way, -1) if n == "head.weight" else (

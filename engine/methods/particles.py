@@ -24,6 +24,7 @@ from engine.methods.base import Prediction, Predictor, check_support
 from engine.methods.draws import average_draws
 from engine.methods.gradient_base import AdaptedNetwork, BakedNetwork, GradientConfig, GradientLearner
 from engine.methods.inner_loop import Weights, training_mode
+from engine.methods.prototypes import prototypes_of
 
 START_NOISE = 0.01  # relative to each weight's own spread
 
@@ -31,6 +32,9 @@ START_NOISE = 0.01  # relative to each weight's own spread
 @dataclass
 class ParticleConfig(GradientConfig):
     particles: int = field(default=4, metadata={"help": "how many meta-learned starts (particles) to keep"})
+    proto_start: bool = field(default=False, metadata={
+        "help": "each particle's head starts from the examples' prototypes under its weights (as Proto-MAML's), "
+                "instead of its learned row"})
 
     def validate(self) -> None:
         super().validate()
@@ -92,6 +96,11 @@ class ParticleLearner(GradientLearner):
 
     def initial_weights(self, support_x: Tensor, support_y: Tensor, way: int, chunk: int | None = None) -> Weights:
         weights = dict(self.particle_weights(self._particle))
+        if self.config.proto_start:
+            z = torch.cat([self.support_embed(weights, part)[0] for part in support_x.split(chunk or len(support_x))])
+            protos = prototypes_of(z, support_y, way)
+            weights["head.weight"], weights["head.bias"] = 2 * protos, -(protos * protos).sum(dim=1)
+            return weights
         weights["head.weight"] = weights["head.weight"].unsqueeze(0).expand(way, -1)
         weights["head.bias"] = weights["head.bias"].expand(way)
         return weights
