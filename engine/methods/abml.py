@@ -63,7 +63,7 @@ def kl_gaussians(mu: Tensor, log_sd: Tensor, mu0: Tensor, log_sd0: Tensor) -> Te
 class ABML(GradientLearner):
     name = "abml"
     Config = ABMLConfig
-    scores = ("entropy", "margin", "mutual_info", "aleatoric")
+    scores = EnsembleNetwork.scores
     description = ("ABML: MAML's inner loop on a Gaussian over the weights, a posterior per task whose draws' "
                    "disagreement is the epistemic uncertainty (Ravi & Beatson 2019)")
 
@@ -162,4 +162,4 @@ class ABML(GradientLearner):
                 sample = self.draw(q, None, generator)
                 _, stats = self.support_embed(sample, support_x)
                 members.append(AdaptedNetwork(self.net, sample, stats, scale, n, self.config.batch_norm))
-        return EnsembleNetwork(members)
+        return EnsembleNetwork.of(members, support_x, support_y)

@@ -116,5 +116,6 @@ class BMAML(ParticleLearner):
         with torch.enable_grad(), training_mode(self, False):
             ends = self.svgd_loop(support_x, support_y, n, steps, guard=True)
         scale = float(self.log_scale.detach().exp())
-        return EnsembleNetwork([AdaptedNetwork(self.net, {k: v.detach() for k, v in w.items()}, s, scale, n,
-                                               self.config.batch_norm) for w, s in ends])
+        members = [AdaptedNetwork(self.net, {k: v.detach() for k, v in w.items()}, s, scale, n, self.config.batch_norm)
+                   for w, s in ends]
+        return EnsembleNetwork.of(members, support_x, support_y)

@@ -266,11 +266,15 @@ class AdaptedNetwork(Predictor):
         """The same task with queries normalized by the support statistics: each image alone."""
         return AdaptedNetwork(self.net, self.weights, self.stats, self.scale, self.class_count, "support")
 
-    def logits(self, x: Tensor) -> Tensor:
+    def embed(self, x: Tensor) -> Tensor:
         device = self.weights["head.weight"].device
         use = None if self.batch_norm == "transductive" else self.stats
         with torch.no_grad():
-            return self.net.head(self.weights, self.net.embed(self.weights, x.to(device), use)) * self.scale
+            return self.net.embed(self.weights, x.to(device), use)
+
+    def logits(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return self.net.head(self.weights, self.embed(x)) * self.scale
 
     def predict(self, x: Tensor) -> Prediction:
         if self.batch_norm != "transductive":
@@ -303,13 +307,15 @@ class BakedNetwork(nn.Module):
             self._keys[k] = safe
         self.scale = float(scale)
 
-    def logits(self, pixels: Tensor) -> Tensor:
+    def embed(self, pixels: Tensor) -> Tensor:
         from torch.func import functional_call
-        values = {k: getattr(self, safe) for k, safe in self._keys.items()}
-        own = {k: v for k, v in values.items() if not k.startswith("head.")}
+        own = {k: getattr(self, safe) for k, safe in self._keys.items() if not k.startswith("head.")}
         with training_mode(self._backbone, False):
-            z = functional_call(self._backbone, own, (pixels,))
-        return F.linear(z, values["head.weight"], values["head.bias"]) * self.scale
+            return functional_call(self._backbone, own, (pixels,))
+
+    def logits(self, pixels: Tensor) -> Tensor:
+        weight, bias = getattr(self, self._keys["head.weight"]), getattr(self, self._keys["head.bias"])
+        return F.linear(self.embed(pixels), weight, bias) * self.scale
 
     def forward(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
         probs = self.logits(pixels).softmax(dim=1)

@@ -24,7 +24,7 @@ from engine.methods.base import Prediction, Predictor, check_support
 from engine.methods.draws import average_draws
 from engine.methods.gradient_base import AdaptedNetwork, BakedNetwork, GradientConfig, GradientLearner
 from engine.methods.inner_loop import Weights, training_mode
-from engine.methods.prototypes import prototypes_of
+from engine.methods.prototypes import pairwise_distance, prototypes_of, support_spread
 
 START_NOISE = 0.01  # relative to each weight's own spread
 
@@ -44,7 +44,7 @@ class ParticleConfig(GradientConfig):
 
 class ParticleLearner(GradientLearner):
     Config = ParticleConfig
-    scores = ("entropy", "margin", "mutual_info", "aleatoric")
+    scores = ("entropy", "margin", "ood_score", "mutual_info", "aleatoric")
 
     def __init__(self, backbone: nn.Module, config: ParticleConfig | None = None, **options):
         super().__init__(backbone, config, **options)
@@ -122,38 +122,51 @@ class ParticleLearner(GradientLearner):
                     weights, stats = adapt_weights(self, support_x, support_y, n, steps)
                 members.append(AdaptedNetwork(self.net, weights, stats, float(self.log_scale.detach().exp()), n,
                                               self.config.batch_norm))
-        return EnsembleNetwork(members)
+        return EnsembleNetwork.of(members, support_x, support_y)
 
 
 class EnsembleNetwork(Predictor):
-    """Adapted particles; predictions are their average (engine.methods.draws)."""
+    """Adapted networks; predictions are their average (engine.methods.draws). The OOD
+    score is ProtoNet's on the first member's embeddings: the distance to the nearest
+    class's mean over the classes' spread, both from the examples under its weights."""
 
-    scores = ParticleLearner.scores
+    scores = ("entropy", "margin", "ood_score", "mutual_info", "aleatoric")
 
-    def __init__(self, members: list[AdaptedNetwork]):
-        self.members = members
+    def __init__(self, members: list[AdaptedNetwork], protos: Tensor, spread: Tensor):
+        self.members, self.protos, self.spread = members, protos, spread
         self.class_count = members[0].class_count
+
+    @classmethod
+    def of(cls, members: list[AdaptedNetwork], support_x: Tensor, support_y: Tensor) -> "EnsembleNetwork":
+        z = members[0].embed(support_x)
+        protos = prototypes_of(z, support_y, members[0].class_count)
+        return cls(members, protos, support_spread(z, support_y, protos, "euclidean"))
 
     def predict(self, x: Tensor) -> Prediction:
         logits = torch.stack([m.logits(x) for m in self.members]).float()
         probs, entropy, aleatoric, mutual_info = average_draws(logits)
-        return Prediction.from_probs(probs, entropy=entropy, mutual_info=mutual_info, aleatoric=aleatoric)
+        ood = pairwise_distance(self.members[0].embed(x).float(), self.protos, "euclidean").amin(1) / self.spread
+        return Prediction.from_probs(probs, entropy=entropy, ood_score=ood, mutual_info=mutual_info,
+                                     aleatoric=aleatoric)
 
     def as_module(self, backbone: nn.Module | None = None) -> nn.Module:
         if any(m.batch_norm == "transductive" for m in self.members):
             raise ExportError("a model adapted with transductive batch norm cannot be exported; adapt with the "
                               "default --batch-norm support")
-        return BakedEnsemble([m.as_module() for m in self.members]).eval()
+        return BakedEnsemble([m.as_module() for m in self.members], self.protos, self.spread).eval()
 
 
 class BakedEnsemble(nn.Module):
-    output_names = ("probs", "entropy", "mutual_info", "aleatoric")
+    output_names = ("probs", "entropy", "ood_score", "mutual_info", "aleatoric")
 
-    def __init__(self, members: list[BakedNetwork]):
+    def __init__(self, members: list[BakedNetwork], protos: Tensor, spread: Tensor):
         super().__init__()
         self.members = nn.ModuleList(members)
+        self.register_buffer("protos", protos.detach().clone())
+        self.register_buffer("spread", spread.detach().clone().reshape(()))
 
     def forward(self, pixels: Tensor) -> tuple[Tensor, ...]:
         logits = torch.stack([m.logits(pixels) for m in self.members])
         probs, entropy, aleatoric, mutual_info = average_draws(logits)
-        return probs, entropy, mutual_info, aleatoric
+        ood = pairwise_distance(self.members[0].embed(pixels), self.protos, "euclidean").amin(1) / self.spread
+        return probs, entropy, ood, mutual_info, aleatoric
