@@ -337,6 +337,22 @@ def _check_declared(path: str, prep: Any) -> None:
                            + "; choose the model again and use the file's values")
 
 
+def restore_method(ctx: EngineContext, h: JobHandle) -> dict | None:
+    """After a project opens: label with the head it was labeled with (bayes-proto, say),
+    when the loaded model is the one it was labeled with and offers it. Returns the
+    model's info when it switched, else None."""
+    from engine.method_choice import offered_methods, with_method
+    current = project_of(ctx).current_model()
+    if current is None or ctx.base_model is None or current[1] != ctx.base_model.name:
+        return None
+    method = current[2].get("method")
+    if not method or method == ctx.model.meta["method"] or offered_methods(ctx.base_model).get(method) is not None:
+        return None
+    ctx.model = with_method(ctx.base_model, method)
+    ctx.labeler = None
+    return _model_info(ctx.model)
+
+
 def methods(ctx: EngineContext, h: JobHandle) -> tuple[list[tuple[str, str, str | None]], str | None]:
     """Every registered method as (key, display name, why the loaded model cannot use it
     or None), and the method labeling now."""

@@ -336,6 +336,9 @@ class MainWindow(WindowChrome, QMainWindow):
         self._model_chosen = model_spec is not None  # a labeled project keeps its model
         if model_spec is not None and model_spec != self.model_spec:
             self._load_model(model_spec)  # label with the model the project was labeled with
+        if model_spec is not None:  # ... and with its head (the worker runs this after the load)
+            self.submit("Restoring the method", jobs.restore_method, quick=False, kind="model",
+                        done=lambda info: info is not None and self._show_model(model_spec, info))
 
     def _opened_for_import(self, folder: str) -> None:
         self.import_examples(folder)

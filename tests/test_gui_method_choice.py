@@ -56,3 +56,23 @@ def test_switching_to_bayes_proto_relabels_from_the_cache_and_shows_both_uncerta
         print(f"the window labeling with bayes-proto: {shot}")
     finally:
         window.close()
+
+
+def test_a_project_labeled_with_bayes_proto_reopens_with_it(qtbot, tmp_path):
+    from export_data import make_project
+
+    from engine.labeling.labeler import label_project
+    from engine.labeling.store import Project
+    from engine.method_choice import with_method
+    from engine.model_store import load_model
+    path, _ = make_project(tmp_path, characters=2, per_character=4, label=False)
+    with Project.open(path) as project:
+        label_project(project, with_method(load_model("omniglot", "cpu"), "bayes-proto"))
+    window = engine_window(qtbot, tmp_path / "gui.ini")
+    try:
+        window.open_project(str(path))
+        qtbot.waitUntil(lambda: window.method_box.currentData() == "bayes-proto", timeout=SLOW)
+        assert window.worker.context.model.meta["method"] == "bayes-proto"
+        assert "BayesProto" in window.model_label.text()
+    finally:
+        window.close()
