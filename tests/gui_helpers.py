@@ -70,3 +70,31 @@ def engine_window(qtbot, settings_path: Path, size: tuple[int, int] = (1200, 800
     window.show()
     qtbot.waitUntil(lambda: window.engine_ready and window.worker.context.model is not None, timeout=WAIT)
     return window
+
+
+def label_characters(qtbot, window, tmp_path: Path, model: str, characters: int, per_character: int,
+                     skip: int) -> dict:
+    """A new project in the window: ``model`` loaded, one class per Omniglot character
+    with its first drawing as the example, the other drawings added and labeled. Returns
+    the characters' drawings (labeling_data.extract_omniglot)."""
+    from labeling_data import extract_omniglot
+    chars = extract_omniglot(tmp_path / "omniglot", characters, per_character=per_character, skip=skip)
+    window.new_project(str(tmp_path / "p.fewshot"))
+    qtbot.waitUntil(lambda: window.project is not None, timeout=WAIT)
+    window.set_model(model)
+    qtbot.waitUntil(lambda: window.worker.context.model is not None
+                    and window.worker.context.model.name == model, timeout=WAIT)
+    for key in chars:
+        window.add_class(key.replace("/", "_"))
+    qtbot.waitUntil(lambda: len(window.classes) == characters, timeout=WAIT)
+    for cls, files in zip(window.classes, chars.values()):
+        window.add_examples(cls.id, [str(files[0])], [])
+        wait_idle(qtbot, window, timeout=WAIT)
+    rest = tmp_path / "to_label"
+    rest.mkdir()
+    for files in chars.values():
+        for f in files[1:]:
+            (rest / f"{f.parent.name}_{f.name}").write_bytes(f.read_bytes())
+    window.add_folder(str(rest))
+    wait_idle(qtbot, window, timeout=WAIT)
+    return chars

@@ -3,8 +3,7 @@ from its cached embeddings, and its epistemic and aleatoric scores reach the sor
 the filters and the detail pane. pytest-qt, offscreen."""
 from __future__ import annotations
 
-from gui_helpers import WAIT, engine_window, wait_idle
-from labeling_data import extract_omniglot
+from gui_helpers import engine_window, label_characters, wait_idle
 
 SLOW = 120_000
 
@@ -12,24 +11,8 @@ SLOW = 120_000
 def test_switching_to_bayes_proto_relabels_from_the_cache_and_shows_both_uncertainties(qtbot, tmp_path):
     window = engine_window(qtbot, tmp_path / "gui.ini")
     try:
-        chars = extract_omniglot(tmp_path / "omniglot", 3, per_character=8, skip=30)
-        window.new_project(str(tmp_path / "p.fewshot"))
-        qtbot.waitUntil(lambda: window.project is not None, timeout=WAIT)
-        window.set_model("omniglot")
+        label_characters(qtbot, window, tmp_path, "omniglot", 3, per_character=8, skip=30)
         qtbot.waitUntil(lambda: window.method_box.currentData() == "protonet", timeout=SLOW)
-        for key in chars:
-            window.add_class(key.replace("/", "_"))
-        qtbot.waitUntil(lambda: len(window.classes) == 3, timeout=WAIT)
-        for cls, files in zip(window.classes, chars.values()):
-            window.add_examples(cls.id, [str(files[0])], [])
-            wait_idle(qtbot, window, timeout=SLOW)
-        rest = tmp_path / "to_label"
-        rest.mkdir()
-        for files in chars.values():
-            for f in files[1:]:
-                (rest / f"{f.parent.name}_{f.name}").write_bytes(f.read_bytes())
-        window.add_folder(str(rest))
-        wait_idle(qtbot, window, timeout=SLOW)
         assert window.project.count(status="predicted") == 21
         sorts = [window.results_page.sort_box.itemText(i) for i in range(window.results_page.sort_box.count())]
         assert "Most informative first (BALD)" not in sorts  # ProtoNet has no epistemic score

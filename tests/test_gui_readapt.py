@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import threading
 
-from gui_helpers import WAIT, engine_window, wait_idle
-from labeling_data import extract_omniglot
+from gui_helpers import WAIT, engine_window, label_characters, wait_idle
 
 from fewshot_gui.labeling_controller import READAPT
 from fewshot_gui.worker import EngineWorker
@@ -63,25 +62,8 @@ def test_a_correction_is_provisional_at_once_then_exact(qtbot, tmp_path, monkeyp
     monkeypatch.setattr(Labeler, "provisional_refresh", spy)
     window = engine_window(qtbot, tmp_path / "gui.ini")
     try:
-        chars = extract_omniglot(tmp_path / "omniglot", 3, per_character=10, skip=20)
-        window.new_project(str(tmp_path / "p.fewshot"))
-        qtbot.waitUntil(lambda: window.project is not None, timeout=WAIT)
-        window.set_model("omniglot-maml")
-        qtbot.waitUntil(lambda: window.worker.context.model is not None
-                        and window.worker.context.model.name == "omniglot-maml", timeout=SLOW)
-        for key in chars:
-            window.add_class(key.replace("/", "_"))
-        qtbot.waitUntil(lambda: len(window.classes) == 3, timeout=WAIT)
-        for cls, files in zip(window.classes, chars.values()):
-            window.add_examples(cls.id, [str(files[0])], [])
-            wait_idle(qtbot, window, timeout=SLOW)
+        chars = label_characters(qtbot, window, tmp_path, "omniglot-maml", 3, per_character=10, skip=20)
         rest = tmp_path / "to_label"
-        rest.mkdir()
-        for files in chars.values():
-            for f in files[1:]:
-                (rest / f"{f.parent.name}_{f.name}").write_bytes(f.read_bytes())
-        window.add_folder(str(rest))
-        wait_idle(qtbot, window, timeout=SLOW)
         project = window.project
         assert project.count(status="predicted") == 27
 
