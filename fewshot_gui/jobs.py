@@ -346,7 +346,8 @@ def restore_method(ctx: EngineContext, h: JobHandle) -> dict | None:
     if current is None or ctx.base_model is None or current[1] != ctx.base_model.name:
         return None
     method = current[2].get("method")
-    if not method or method == ctx.model.meta["method"] or offered_methods(ctx.base_model).get(method) is not None:
+    offered = offered_methods(ctx.base_model)
+    if not method or method == ctx.model.meta["method"] or method not in offered or offered[method] is not None:
         return None
     ctx.model = with_method(ctx.base_model, method)
     ctx.labeler = None

@@ -64,7 +64,7 @@ class ParticleLearner(GradientLearner):
             for name, value in self._own_weights().items():
                 spread = float(value.detach().std()) if value.numel() > 1 else 0.0
                 noise = torch.randn(value.shape, generator=g) * START_NOISE * (spread or 1.0)
-                out[self._key(m, name)] = value.detach().clone() + noise.to(value.dtype)
+                out[self._key(m, name)] = value.detach().clone() + noise.to(value.device, value.dtype)
         return out
 
     @torch.no_grad()
