@@ -97,3 +97,11 @@ def test_init_from_a_trained_model_starts_every_particle_near_its_backbone(omnig
     copy = trainer.learner.particle_weights(1)["encoder.0.0.weight"]
     assert torch.allclose(copy, source["encoder.0.0.weight"], atol=0.05) and not torch.equal(
         copy, source["encoder.0.0.weight"])
+
+
+def test_options_that_would_be_ignored_or_batch_dependent_are_refused():
+    for name in ("emaml", "bmaml", "abml"):
+        base = {"inner_steps": 1} if name == "abml" else {"inner_steps": 1, "particles": 2}
+        for bad in ({"batch_norm": "transductive"}, {"multi_step_loss": True}):
+            with pytest.raises(FewShotError, match="transductive"):
+                build_method(name, Conv4(in_channels=1, hidden=8), {**base, **bad})

@@ -72,6 +72,10 @@ class ABML(GradientLearner):
         if self.config.per_step_bn or self.config.learn_inner_lr:
             raise FewShotError("abml adapts a mean and a spread per weight; --per-step-bn and --learn-inner-lr "
                                "are not offered for it")
+        if self.config.multi_step_loss or self.config.batch_norm == "transductive":
+            # Its ensemble has no per-step loss to weigh, and a transductive ensemble would label each image
+            # by the batch it came in.
+            raise FewShotError(f"{self.name}: --multi-step-loss and --batch-norm transductive are not offered")
         self.prior_log_sd = nn.ParameterDict()
         for name, value in self._means().items():
             spread = float(value.detach().std()) if value.numel() > 1 else 1.0

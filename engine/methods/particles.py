@@ -51,6 +51,10 @@ class ParticleLearner(GradientLearner):
         if self.config.per_step_bn or self.config.learn_inner_lr:
             raise FewShotError(f"{self.name} keeps one start per particle; --per-step-bn and --learn-inner-lr "
                                "are not offered for it")
+        if self.config.multi_step_loss or self.config.batch_norm == "transductive":
+            # Its ensemble has no per-step loss to weigh, and a transductive ensemble would label each image
+            # by the batch it came in.
+            raise FewShotError(f"{self.name}: --multi-step-loss and --batch-norm transductive are not offered")
         self.extra = nn.ParameterDict()
         for key, value in self._copies().items():
             self.extra[key] = nn.Parameter(value)
