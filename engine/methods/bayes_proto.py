@@ -10,8 +10,8 @@ the centre of the prototypes, and ``sigma^2 ~ InvGamma(a0, b0)``. The posterior 
 closed form (Normal-Inverse-Gamma): each class's mean is known to within
 ``sigma^2 / kappa_k``, ``kappa_k = kappa0 + n_k``, so a class with fewer examples is
 known less well. (Counting an "effective dimension" of the embeddings instead of D, to
-allow for correlated dimensions, made the draws far too wide: ECE 0.18 on photos
-against 0.04 with D; benchmarks/bench_ood.py.)
+allow for correlated dimensions, made the draws far too wide and the probabilities far
+less calibrated on photos; tried by hand, not kept.)
 
 Predictions average over the posterior (Bayesian model averaging) with S fixed draws
 of the class means and the variance. A draw moves a class's mean by ``eps``, which
@@ -24,10 +24,10 @@ probabilities are ``softmax(-beta * d)``, beta chosen as ProtoNet's temperature 
 (engine.methods.calibration: fitted on held-out examples when a class has two or more,
 else the meta-trained temperature or the scale rule).
 
-Why not the closed-form Student-t predictive: measured on photos with two classes left
-out (benchmarks/bench_ood.py), it made probabilities less calibrated (ECE 0.167 against
-ProtoNet's 0.060 at 5-way 1-shot) and its mutual information (total entropy minus the
-plug-in's) *fell* on left-out images (AUROC 0.39). With fitted examples (a class with
+Why not the closed-form Student-t predictive: tried by hand on the photos of
+benchmarks/bench_ood.py (not kept), it made probabilities less calibrated than
+ProtoNet's, and its mutual information (total entropy minus the plug-in's) *fell* on
+left-out images. With fitted examples (a class with
 two or more), beta is fitted on held-out examples for this averaged predictive itself,
 which averaging makes softer than ProtoNet's.
 
