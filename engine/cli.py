@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 from pathlib import Path
 
@@ -18,81 +17,9 @@ from engine.errors import FewShotError
 EXIT_USER_ERROR = 2
 
 
-def _events_writer(target: str | None):
-    if target is None:
-        return None, None
-    if target == "-":
-        stream = sys.stdout
-    else:
-        stream = open(target, "a", encoding="utf-8")  # noqa: SIM115 - closed in cmd_train
-
-    def emit(event: dict) -> None:
-        stream.write(json.dumps(event) + "\n")
-        stream.flush()
-    return emit, stream
-
-
-def _progress_printer():
-    """A tqdm bar over episodes for people; the JSON events are for programs."""
-    from tqdm import tqdm
-    bar = None
-
-    def emit(event: dict) -> None:
-        nonlocal bar
-        kind = event["event"]
-        if kind == "start":
-            bar = tqdm(total=event["episodes"], initial=event["episode"], unit="episode",
-                       desc=f"training on {event['device']}", file=sys.stderr)
-        elif kind == "episode" and bar is not None:
-            bar.update(event["episode"] - bar.n)
-            bar.set_postfix(loss=f"{event['loss']:.3f}", acc=f"{event['acc']:.3f}")
-        elif kind == "validation":
-            msg = (f"episode {event['episode']}: validation {100 * event['accuracy']:.2f}% "
-                   f"± {100 * event['ci95']:.2f}{' (best)' if event['best'] else ''}")
-            (bar.write if bar is not None else print)(msg, file=sys.stderr)
-        elif kind in ("done", "stopped") and bar is not None:
-            bar.close()
-    return emit
-
-
 def cmd_train(args) -> int:
-    from engine.methods.options import method_options
-    from engine.training.config import TrainConfig
-    from engine.training.trainer import Trainer
-
-    out = args.out or args.resume
-    if out is None:
-        raise FewShotError("give --out DIR (where the model is saved), or --resume DIR")
-    cfg = TrainConfig(
-        dataset=args.dataset, data_root=args.data_root, split=args.split, out=out,
-        method=args.method, backbone=args.backbone, method_config=method_options(args, args.method),
-        way=args.way, shot=args.shot, query=args.query, episodes=args.episodes, meta_batch=args.meta_batch,
-        val_split=args.val_split, val_way=args.val_way, val_shot=args.val_shot, val_query=args.val_query,
-        val_episodes=args.val_episodes, val_every=args.val_every, lr=args.lr, lr_step=args.lr_step,
-        lr_gamma=args.lr_gamma, lr_schedule=args.lr_schedule, image_size=args.image_size, rotations=args.rotations,
-        device=args.device, seed=args.seed, init_from=args.init_from,
-    )
-    _check_dir(cfg.data_root, "--data-root")
-    if cfg.episodes < 1:
-        raise FewShotError("--episodes must be at least 1")
-    if cfg.meta_batch < 1:
-        raise FewShotError("--meta-batch must be at least 1")
-    emit, stream = _events_writer(args.events)
-    trainer = Trainer(cfg, emit or _progress_printer(), resume_from=args.resume)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: trainer.request_stop())
-    try:
-        result = trainer.run()
-    finally:
-        if stream not in (None, sys.stdout):
-            stream.close()
-    if emit is None:
-        best = result.get("best")
-        summary = f"{result['event']} at episode {result['episode']}; model saved in {result['out']}"
-        if best:
-            summary += f" (best validation {100 * best['accuracy']:.2f}% ± {100 * best['ci95']:.2f} at episode {best['episode']})"
-        print(summary)
-    return 130 if result["event"] == "stopped" else 0
+    from engine.train_command import run_train
+    return run_train(args)
 
 
 def _check_dir(path: str, flag: str) -> None:
@@ -248,6 +175,7 @@ def build_parser(methods: bool = True) -> argparse.ArgumentParser:
     t.add_argument("--rotations", action="store_true", help="add 90/180/270-degree rotations of every class as new classes")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--log-every", type=int, default=10, help="report loss and accuracy every this many outer steps")
     t.add_argument("--events", help="write one JSON line per event to this file ('-' for stdout)")
     t.add_argument("--resume", help="continue the run saved in this folder")
     if methods:

@@ -80,8 +80,10 @@ class EpisodeSampler:
     def __iter__(self) -> Iterator[Episode]:
         return self.iter_from(0)
 
-    def iter_from(self, start: int = 0, count: int | None = None, prefetch: int | None = None) -> Iterator[Episode]:
-        """Episodes ``start, start+1, ...`` (``count`` of them, or without end).
+    def iter_from(self, start: int = 0, count: int | None = None, prefetch: int | None = None,
+                  step: int = 1) -> Iterator[Episode]:
+        """Episodes ``start, start+step, ...`` (``count`` of them, or without end); a
+        data-parallel rank r of W reads ``step=W`` from ``start=r``.
 
         ``prefetch`` episodes are prepared ahead in a background thread so decoding
         overlaps training; by default 2 for lazy (decoding) datasets and 0 for
@@ -89,16 +91,18 @@ class EpisodeSampler:
         """
         if prefetch is None:
             prefetch = 2 if self.dataset.is_lazy else 0
-        stop = None if count is None else start + max(0, count)
+        if step < 1:
+            raise ValueError(f"step must be at least 1, got {step}")
+        stop = None if count is None else start + max(0, count) * step
         if prefetch <= 0:
             i = start
             while stop is None or i < stop:
                 yield self[i]
-                i += 1
+                i += step
             return
-        yield from self._prefetched(start, stop, prefetch)
+        yield from self._prefetched(start, stop, prefetch, step)
 
-    def _prefetched(self, start: int, stop: int | None, depth: int) -> Iterator[Episode]:
+    def _prefetched(self, start: int, stop: int | None, depth: int, step: int) -> Iterator[Episode]:
         q: queue.Queue = queue.Queue(maxsize=depth)
         halt = threading.Event()
 
@@ -117,7 +121,7 @@ class EpisodeSampler:
                 while stop is None or i < stop:
                     if not put(self[i]):
                         return
-                    i += 1
+                    i += step
                 put(_END)
             except BaseException as e:  # handed to the consumer, who re-raises it
                 put(e)

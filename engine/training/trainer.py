@@ -21,7 +21,9 @@ from engine.runtime import describe_device, pick_device
 from engine.training.checkpoint import load_resume, read_meta, save_model, save_resume
 from engine.training.config import TrainConfig
 from engine.training.datasets import open_dataset
+from engine.training.distributed import AveragingOptimizer, Group
 from engine.training.evaluate import evaluate_episodes
+from engine.training.events import EventLog
 from engine.version import __version__
 
 log = logging.getLogger(__name__)
@@ -45,9 +47,15 @@ class Trainer:
         from engine.models.registry import build_backbone, default_preprocessing
 
         self.cfg = cfg
-        self.events = events or (lambda e: None)
         self.out = Path(cfg.out)
         self.device = pick_device(cfg.device)
+        self.group = Group.join(self.device)
+        if self.device.type == "cuda" and self.group.world_size > 1:
+            import os
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(self.device)
+        # Only rank 0 reports and writes; the run folder keeps every event for drawing its curves later.
+        self.events = EventLog(self.out, events) if self.group.is_main else (lambda e: None)
         channels, size = input_shape(cfg)
         self.channels, self.size = channels, size
         self.prep = default_preprocessing(cfg.backbone, channels=channels, image_size=size)
@@ -58,9 +66,11 @@ class Trainer:
             val_set = open_dataset(cfg.dataset, cfg.data_root, cfg.val_split, self.prep)
             # A seed apart from training's, fixed for the whole run: every validation sees the same episodes.
             self.val_sampler = EpisodeSampler(val_set, cfg.val_way, cfg.val_shot, cfg.val_query, seed=cfg.seed + 10_007)
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)  # the same on every rank: all start from the same weights
         backbone = build_backbone(cfg.backbone, channels=channels, image_size=size)
         self.learner = build_method(cfg.method, backbone, cfg.method_config, who="the method options").to(self.device)
+        if self.group.world_size > 1:
+            torch.manual_seed(cfg.seed + 7919 * self.group.rank)  # but a stochastic method's draws differ per rank
         if cfg.init_from and resume_from is None:
             self._init_backbone(cfg.init_from)
         if self.device.type == "cpu":
@@ -77,6 +87,7 @@ class Trainer:
         self.best: dict | None = None
         self.history: list[dict] = []
         self._stop = False
+        self._stop_all = False
         if resume_from is not None:
             self._restore(Path(resume_from))
 
@@ -120,7 +131,7 @@ class Trainer:
             "backbone": self.cfg.backbone, "channels": self.channels, "image_size": self.size,
             "preprocessing": self.prep.to_dict(), "training": self.cfg.to_dict(),
             "validation": metrics, "episode": self.episode, "project_version": __version__,
-            "device": describe_device(self.device),
+            "device": describe_device(self.device), "world_size": self.group.world_size,
         }
 
     def _save_resume(self) -> None:
@@ -130,6 +141,15 @@ class Trainer:
             "schedule": self.schedule.state_dict(), "episode": self.episode,
             "best": self.best, "history": self.history,
         })
+
+    def _checkpoint(self) -> None:
+        """Validate and save on rank 0 while the others wait (every rank calls it)."""
+        self.group.average_buffers(self.learner)
+        if self.group.is_main:
+            if self.val_sampler is not None:
+                self.validate()
+            self._save_resume()
+        self.group.barrier()
 
     def validate(self) -> dict:
         t0 = time.perf_counter()
@@ -150,42 +170,59 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self.events({"event": "start", "episode": self.episode, "episodes": cfg.episodes,
                      "device": describe_device(self.device), "classes": len(self.train_set),
-                     "config": cfg.to_dict(), "out": str(self.out)})
+                     "world_size": self.group.world_size, "config": cfg.to_dict(), "out": str(self.out)})
         self.learner.train()
         window: list[tuple[float, float]] = []
         t_last = time.perf_counter()
+        waited = 0.0
         batch = max(1, cfg.meta_batch)
-        # Outer step s uses episodes s*B .. s*B+B-1: a resumed run sees the same ones.
-        episodes = self.sampler.iter_from(self.episode * batch, (cfg.episodes - self.episode) * batch)
-        while self.episode < cfg.episodes and not self._stop:
+        world, rank = self.group.world_size, self.group.rank
+        # Outer step s uses global episodes s*W*B .. s*W*B+W*B-1, rank r those of index i*W + r: a resumed
+        # run sees the same ones, and W ranks together see what one process with meta-batch W*B would.
+        episodes = self.sampler.iter_from(self.episode * world * batch + rank, (cfg.episodes - self.episode) * batch,
+                                          step=world)
+        optimizer = AveragingOptimizer(self.optimizer, self.group, lambda: self._stop)
+        while self.episode < cfg.episodes and not self._stop_all:
+            if world == 1 and self._stop:  # alone, a stop needs no agreement: leave before the next step
+                self._stop_all = True
+                break
+            t_wait = time.perf_counter()
             tasks = [ep.to(self.device) for ep in itertools.islice(episodes, batch)]
+            waited += time.perf_counter() - t_wait
             if len(tasks) < batch:
                 break
-            stats = self.learner.outer_step(tasks, self.optimizer)
+            stats = self.learner.outer_step(tasks, optimizer)
+            self._stop_all = optimizer.stop_everywhere  # the same on every rank: all leave after this step
             self.schedule.step()
             self.episode += 1
             window.append((stats["loss"], stats["acc"]))
             if self.episode % cfg.log_every == 0 or self.episode == cfg.episodes:
                 now = time.perf_counter()
+                per_step = (now - t_last) / len(window)
                 self.events({"event": "episode", "episode": self.episode, "episodes": cfg.episodes,
                              "loss": sum(w[0] for w in window) / len(window),
                              "acc": sum(w[1] for w in window) / len(window),
                              "lr": self.optimizer.param_groups[0]["lr"],
-                             "seconds_per_episode": (now - t_last) / len(window)})
+                             "seconds_per_episode": per_step, "episodes_per_s": 1.0 / max(per_step, 1e-9),
+                             "eta_s": per_step * (cfg.episodes - self.episode),
+                             "wait_fraction": waited / max(now - t_last, 1e-9)})
                 window.clear()
-                t_last = now
+                t_last, waited = now, 0.0
             if self.val_sampler is not None and cfg.val_every and self.episode % cfg.val_every == 0:
-                self.validate()
-                self._save_resume()
+                self._checkpoint()
         if hasattr(episodes, "close"):
             episodes.close()
-        stopped = self._stop and self.episode < cfg.episodes
-        if self.val_sampler is not None and not stopped and (not self.history or self.history[-1]["episode"] != self.episode):
-            self.validate()
-        if self.best is None:
-            # Without a validation the last weights are the result, so the folder is usable.
-            save_model(self.out, self.learner.state_dict(), self.meta(None))
-        self._save_resume()
+        stopped = self._stop_all and self.episode < cfg.episodes
+        self.group.average_buffers(self.learner)
+        if self.group.is_main:
+            if self.val_sampler is not None and not stopped and (not self.history
+                                                                 or self.history[-1]["episode"] != self.episode):
+                self.validate()
+            if self.best is None:
+                # Without a validation the last weights are the result, so the folder is usable.
+                save_model(self.out, self.learner.state_dict(), self.meta(None))
+            self._save_resume()
+        self.group.barrier()
         result = {"event": "stopped" if stopped else "done", "episode": self.episode,
                   "best": self.best, "out": str(self.out)}
         self.events(result)
