@@ -141,9 +141,13 @@ def build_parser(methods: bool = True) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="meta-train a model on episodes", description="Episodic meta-training.")
-    t.add_argument("--dataset", required=True, choices=["omniglot", "miniimagenet", "folder"])
-    t.add_argument("--data-root", required=True, help="folder holding the dataset (zips or extracted folders)")
-    t.add_argument("--split", required=True, help="omniglot: background, evaluation, small1, small2, vinyals-{train,val,trainval,test}; miniimagenet: train, val, test")
+    t.add_argument("--dataset", choices=["omniglot", "miniimagenet", "folder", "unlabeled"],
+                   help="unlabeled: every image under --data-root, no classes; tasks come from clusters (CACTUs)")
+    t.add_argument("--data-root", help="folder holding the dataset (zips or extracted folders)")
+    t.add_argument("--embedder", help="unlabeled: the model whose embeddings are clustered (e.g. photos)")
+    t.add_argument("--partitions", type=int, default=50, help="unlabeled: k-means partitions (different scalings)")
+    t.add_argument("--clusters", type=int, default=500, help="unlabeled: clusters per partition")
+    t.add_argument("--split", default="", help="omniglot: background, evaluation, small1, small2, vinyals-{train,val,trainval,test}; miniimagenet: train, val, test")
     if methods:
         from engine.methods.registry import METHODS
         t.add_argument("--method", default="protonet", choices=sorted(METHODS),
@@ -172,12 +176,15 @@ def build_parser(methods: bool = True) -> argparse.ArgumentParser:
     t.add_argument("--init-from", help="start the backbone from a trained model's (a folder, or a bundled name such "
                                        "as omniglot); the head and the method's own parameters start fresh")
     t.add_argument("--image-size", type=int)
+    t.add_argument("--channels", type=int, choices=[1, 3],
+                   help="1 (grayscale) or 3 (colour); by default the dataset's own (omniglot 1, others 3)")
     t.add_argument("--rotations", action="store_true", help="add 90/180/270-degree rotations of every class as new classes")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--log-every", type=int, default=10, help="report loss and accuracy every this many outer steps")
     t.add_argument("--events", help="write one JSON line per event to this file ('-' for stdout)")
-    t.add_argument("--resume", help="continue the run saved in this folder")
+    t.add_argument("--resume", help="continue the run saved in this folder (alone: with the options it was "
+                                    "started with; --out DIR continues it in another folder)")
     if methods:
         from engine.methods.options import add_method_options
         add_method_options(t)

@@ -37,6 +37,49 @@ def _events_writer(target: str | None):
     return emit, stream
 
 
+def _config(args):
+    from engine.methods.options import method_options
+    from engine.training.config import TrainConfig
+
+    out = args.out or args.resume
+    if out is None:
+        raise FewShotError("give --out DIR (where the model is saved), or --resume DIR")
+    if args.dataset is None:
+        if args.resume is None:
+            raise FewShotError("give --dataset (omniglot, miniimagenet, folder or unlabeled) and --data-root")
+        return _saved_config(args.resume, out)
+    if args.data_root is None:
+        raise FewShotError("give --data-root: the folder that holds the dataset")
+    return TrainConfig(
+        dataset=args.dataset, data_root=args.data_root, split=args.split, out=out,
+        method=args.method, backbone=args.backbone, method_config=method_options(args, args.method),
+        way=args.way, shot=args.shot, query=args.query, episodes=args.episodes, meta_batch=args.meta_batch,
+        val_split=args.val_split, val_way=args.val_way, val_shot=args.val_shot, val_query=args.val_query,
+        val_episodes=args.val_episodes, val_every=args.val_every, lr=args.lr, lr_step=args.lr_step,
+        lr_gamma=args.lr_gamma, lr_schedule=args.lr_schedule, image_size=args.image_size, rotations=args.rotations,
+        device=args.device, seed=args.seed, init_from=args.init_from, log_every=max(1, args.log_every),
+        embedder=args.embedder, partitions=args.partitions, clusters=args.clusters, channels=args.channels,
+    )
+
+
+def _saved_config(folder: str, out: str):
+    """The configuration a run was started with (its run.json), to go on with ``--resume DIR`` alone."""
+    from engine.errors import CheckpointError
+    from engine.json_file import read_json_dict
+    from engine.training.config import TrainConfig
+    from engine.training.events import RUN_FILE
+    path = Path(folder) / RUN_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{folder} has no {RUN_FILE}; it was not made by this version's 'fewshot train', "
+                              "so give the run's options (--dataset, --data-root, ...) with --resume")
+    try:
+        cfg = TrainConfig.from_dict(read_json_dict(path)["training"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path} is damaged ({e}); give the run's options with --resume") from e
+    cfg.out = out
+    return cfg
+
+
 def watch_stdin(stop) -> None:
     """Call ``stop`` when a line ``stop`` arrives on stdin. End of input is not a stop: a run
     started with stdin closed (nohup, </dev/null) must go on."""
@@ -76,27 +119,17 @@ def _progress_printer():
 
 
 def run_train(args) -> int:
-    from engine.methods.options import method_options
-    from engine.training.config import TrainConfig
     from engine.training.trainer import Trainer
 
-    out = args.out or args.resume
-    if out is None:
-        raise FewShotError("give --out DIR (where the model is saved), or --resume DIR")
-    cfg = TrainConfig(
-        dataset=args.dataset, data_root=args.data_root, split=args.split, out=out,
-        method=args.method, backbone=args.backbone, method_config=method_options(args, args.method),
-        way=args.way, shot=args.shot, query=args.query, episodes=args.episodes, meta_batch=args.meta_batch,
-        val_split=args.val_split, val_way=args.val_way, val_shot=args.val_shot, val_query=args.val_query,
-        val_episodes=args.val_episodes, val_every=args.val_every, lr=args.lr, lr_step=args.lr_step,
-        lr_gamma=args.lr_gamma, lr_schedule=args.lr_schedule, image_size=args.image_size, rotations=args.rotations,
-        device=args.device, seed=args.seed, init_from=args.init_from, log_every=max(1, args.log_every),
-    )
     emit, stream = _events_writer(args.events)
     try:
         try:
+            cfg = _config(args)
             if not Path(cfg.data_root).exists():
                 raise FewShotError(f"--data-root {cfg.data_root} does not exist; give the folder that holds the data")
+            if cfg.dataset in ("omniglot", "miniimagenet") and not cfg.split:
+                raise FewShotError(f"give --split for {cfg.dataset} (omniglot: background, evaluation, small1, "
+                                   "vinyals-train, ...; miniimagenet: train, val, test)")
             if cfg.episodes < 1:
                 raise FewShotError("--episodes must be at least 1")
             if cfg.meta_batch < 1:

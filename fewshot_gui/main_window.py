@@ -62,6 +62,7 @@ class MainWindow(WindowChrome, QMainWindow):
     def __init__(self, settings: QSettings | None = None, start_engine: bool = True):
         super().__init__()
         self.settings = settings if settings is not None else QSettings()
+        self.training_panel = None  # opened from View > Meta-training (training_panel.py)
         self.setWindowTitle(APP_NAME)
         # The model last used; a new project's first examples choose the one that suits them
         # (photos, or omniglot for small grayscale images: jobs._suit_model).
@@ -195,6 +196,9 @@ class MainWindow(WindowChrome, QMainWindow):
         self.start_page.set_recent(recent)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
+        if self.training_panel is not None and not self.training_panel.confirm_quit():
+            event.ignore()  # a meta-training run is going and the person chose to keep it
+            return
         self.settings.setValue("geometry", self.saveGeometry())
         self.settings.setValue("splitter", self.splitter.saveState())
         self.settings.setValue("model", self.model_spec)

@@ -14,7 +14,7 @@ from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QComboBox, QLabel, QMessageBox, QToolBar
 
 from engine.bundled_models import BUNDLED
-from fewshot_gui import export_model
+from fewshot_gui import export_model, training_panel
 from fewshot_gui.progress_area import ProgressArea
 
 APP_NAME = "Few-shot labeler"
@@ -83,6 +83,9 @@ class WindowChrome:
         self.act_detail.toggled.connect(self.detail.setVisible)
         self.act_classes = QAction("&Classes Panel", self, checkable=True, checked=True)
         self.act_classes.toggled.connect(self.classes_panel.setVisible)
+        self.act_training = action("&Meta-training\u2026", lambda: training_panel.show_training(self), "Ctrl+Shift+T",
+                                   "Meta-train a new model on Omniglot, mini-ImageNet, your folders or unlabeled "
+                                   "images")
         self.act_shortcuts = action("&Keyboard Shortcuts", self.show_shortcuts, QKeySequence.StandardKey.HelpContents)
         self.act_about = action("&About", self.show_about)
 
@@ -114,6 +117,8 @@ class WindowChrome:
         view.addSeparator()
         view.addAction(self.act_classes)
         view.addAction(self.act_detail)
+        view.addSeparator()
+        view.addAction(self.act_training)
         labeling = bar.addMenu("&Labeling")
         labeling.addAction(self.act_label)
         labeling.addAction(self.act_cancel)

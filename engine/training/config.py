@@ -34,7 +34,13 @@ class TrainConfig:
     lr_schedule: str = "step"
     #: A trained model (folder or bundled name) whose backbone weights the run starts from.
     init_from: str | None = None
+    #: dataset "unlabeled" (CACTUs): the model whose embeddings are clustered, partitions, clusters each.
+    embedder: str | None = None
+    partitions: int = 50
+    clusters: int = 500
     image_size: int | None = None
+    #: 1 (grayscale) or 3 (RGB); by default the dataset's own (Omniglot 1, photos 3).
+    channels: int | None = None
     rotations: bool = False
     device: str = "auto"
     seed: int = 0

@@ -6,6 +6,7 @@ field, or changes a field's meaning, bumps the version.
 
 Kinds and their fields (all numbers are plain JSON numbers):
 
+- ``preparing``: stage ("embedding" or "clustering", CACTUs only), done, total.
 - ``start``: episode (the outer step the run starts from, > 0 on resume), episodes
   (the run's total), device, classes (training classes), world_size, config, out.
 - ``episode``: episode, episodes, loss and acc (means over the steps since the last
@@ -25,6 +26,8 @@ from pathlib import Path
 SCHEMA_VERSION = 1
 #: Written into every run folder, so a past run's curves can be drawn again.
 EVENTS_FILE = "events.jsonl"
+#: The configuration a run started with (``fewshot train --resume DIR`` alone goes on from it).
+RUN_FILE = "run.json"
 
 Events = Callable[[dict], None]
 

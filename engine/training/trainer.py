@@ -23,19 +23,19 @@ from engine.training.config import TrainConfig
 from engine.training.datasets import open_dataset
 from engine.training.distributed import AveragingOptimizer, Group
 from engine.training.evaluate import evaluate_episodes
-from engine.training.events import EventLog
+from engine.training.events import RUN_FILE, EventLog
 from engine.version import __version__
 
 log = logging.getLogger(__name__)
 Events = Callable[[dict], None]
 
-DATASET_CHANNELS = {"omniglot": 1, "miniimagenet": 3, "folder": 3}
+DATASET_CHANNELS = {"omniglot": 1, "miniimagenet": 3, "folder": 3, "unlabeled": 3}
 DATASET_SIZES = {"omniglot": 28, "miniimagenet": 84}
 BACKBONE_SIZES = {"lite0": 224}
 
 
 def input_shape(cfg: TrainConfig) -> tuple[int, int]:
-    channels = DATASET_CHANNELS.get(cfg.dataset, 3)
+    channels = cfg.channels or DATASET_CHANNELS.get(cfg.dataset, 3)
     if cfg.backbone == "lite0":
         channels = 3
     size = cfg.image_size or BACKBONE_SIZES.get(cfg.backbone) or DATASET_SIZES.get(cfg.dataset, 84)
@@ -59,8 +59,11 @@ class Trainer:
         channels, size = input_shape(cfg)
         self.channels, self.size = channels, size
         self.prep = default_preprocessing(cfg.backbone, channels=channels, image_size=size)
-        self.train_set = open_dataset(cfg.dataset, cfg.data_root, cfg.split, self.prep, rotations=cfg.rotations)
-        self.sampler = EpisodeSampler(self.train_set, cfg.way, cfg.shot, cfg.query, seed=cfg.seed)
+        if cfg.dataset == "unlabeled":
+            self.train_set, self.sampler = self._unlabeled_tasks()
+        else:
+            self.train_set = open_dataset(cfg.dataset, cfg.data_root, cfg.split, self.prep, rotations=cfg.rotations)
+            self.sampler = EpisodeSampler(self.train_set, cfg.way, cfg.shot, cfg.query, seed=cfg.seed)
         self.val_sampler = None
         if cfg.val_split:
             val_set = open_dataset(cfg.dataset, cfg.data_root, cfg.val_split, self.prep)
@@ -90,6 +93,22 @@ class Trainer:
         self._stop_all = False
         if resume_from is not None:
             self._restore(Path(resume_from))
+
+    def _unlabeled_tasks(self):
+        """CACTUs: tasks from k-means clusters of the images' embeddings (engine/training/cactus.py)."""
+        from engine.training.cactus import cactus_dataset
+        cfg = self.cfg
+        if not cfg.embedder:
+            raise FewShotError("--dataset unlabeled needs --embedder MODEL (e.g. photos): the model whose "
+                               "embeddings are clustered into tasks")
+        if cfg.val_split:
+            raise FewShotError("unlabeled images have no classes to validate on; leave out --val-split and "
+                               "evaluate the model on labeled images afterwards (fewshot evaluate)")
+        def report(stage: str, done: int, total: int) -> None:
+            self.events({"event": "preparing", "stage": stage, "done": done, "total": total})
+        return cactus_dataset(cfg.data_root, self.prep, embedder=cfg.embedder, way=cfg.way, shot=cfg.shot,
+                              query=cfg.query, partition_count=cfg.partitions, clusters=cfg.clusters,
+                              seed=cfg.seed, device=self.device, progress=report)
 
     def _init_backbone(self, spec: str) -> None:
         """The backbone's weights from a trained model of the same backbone and input."""
@@ -168,6 +187,9 @@ class Trainer:
     def run(self) -> dict:
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
+        if self.group.is_main:  # what `fewshot train --resume DIR` alone needs to go on
+            from engine.json_file import write_json_atomic
+            write_json_atomic(self.out / RUN_FILE, {"training": cfg.to_dict(), "world_size": self.group.world_size})
         self.events({"event": "start", "episode": self.episode, "episodes": cfg.episodes,
                      "device": describe_device(self.device), "classes": len(self.train_set),
                      "world_size": self.group.world_size, "config": cfg.to_dict(), "out": str(self.out)})
@@ -208,7 +230,7 @@ class Trainer:
                              "wait_fraction": waited / max(now - t_last, 1e-9)})
                 window.clear()
                 t_last, waited = now, 0.0
-            if self.val_sampler is not None and cfg.val_every and self.episode % cfg.val_every == 0:
+            if cfg.val_every and self.episode % cfg.val_every == 0:  # a checkpoint even without validation
                 self._checkpoint()
         if hasattr(episodes, "close"):
             episodes.close()

@@ -1,0 +1,151 @@
+"""The training panel, driven as a person would: View > Meta-training, a short real run on
+the Omniglot minimal split, curve points arriving, Stop, Resume, Use this model; the
+main window answering within 100 ms while the training child runs."""
+import os
+import time
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QSettings, QTimer
+
+from fewshot_gui.training_panel import TrainingPanel
+
+WAIT = 180_000
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    from fewshot_gui.main_window import MainWindow
+    w = MainWindow(QSettings(str(tmp_path / "gui.ini"), QSettings.Format.IniFormat), start_engine=False)
+    qtbot.addWidget(w)
+    w.resize(1000, 700)
+    w.show()
+    w.worker.start()
+    yield w
+    if w.training_panel is not None and w.training_panel.process.running():
+        w.training_panel.process.proc.kill()
+        w.training_panel.process.wait(10_000)
+
+
+def open_panel(qtbot, window, tmp_path) -> TrainingPanel:
+    panel = TrainingPanel(window, root=tmp_path / "runs")
+    window.training_panel = panel
+    qtbot.addWidget(panel)
+    panel.show()
+    qtbot.waitUntil(lambda: panel.form.method.count() > 5, timeout=WAIT)
+    return panel
+
+
+def test_the_menu_opens_the_panel(qtbot, window):
+    action = window.act_training
+    assert action.shortcut().toString() == "Ctrl+Shift+T"
+    assert action in window.menuBar().actions()[2].menu().actions()  # View
+    action.trigger()
+    assert window.training_panel is not None and window.training_panel.windowTitle() == "Meta-training"
+    qtbot.waitUntil(lambda: window.training_panel.form.method.count() > 5, timeout=WAIT)
+    names = [window.training_panel.form.method.itemData(i) for i in range(window.training_panel.form.method.count())]
+    assert {"protonet", "maml", "versa", "bmaml", "reptile"} <= set(names)
+    window.training_panel.form.method.setCurrentIndex(names.index("maml"))
+    options = {e.spec["name"] for e in window.training_panel.form.editors}
+    assert {"inner_steps", "inner_lr", "first_order"} <= options
+    window.training_panel.close()
+
+
+def test_a_wrong_layout_is_said_before_start(qtbot, window, tmp_path):
+    panel = open_panel(qtbot, window, tmp_path)
+    (tmp_path / "empty").mkdir()
+    panel.form.root.setText(str(tmp_path / "empty"))
+    panel.start()
+    qtbot.waitUntil(lambda: "images_background" in panel.status.text(), timeout=WAIT)
+    assert not panel.process.running() and "neither is there" in panel.status.text()
+
+
+def test_run_stop_resume_and_use_the_model(qtbot, window, tmp_path, omniglot_root):
+    panel = open_panel(qtbot, window, tmp_path)
+    f = panel.form
+    f.root.setText(str(omniglot_root))
+    f.split.setCurrentText("small1")
+    f.val_split.setCurrentText("small2")
+    f.way.setValue(5)
+    f.query.setValue(2)
+    f.episodes.setValue(100_000)
+    f.val_every.setValue(20)
+    f.val_episodes.setValue(10)
+    f.device.setCurrentIndex(f.device.findData("cpu"))
+    out = Path(f.out.text())
+    assert out.parent == tmp_path / "runs"
+
+    gaps, last = [], [0.0]
+
+    def tick():
+        now = time.perf_counter()
+        if last[0]:
+            gaps.append(now - last[0])
+        last[0] = now
+    timer = QTimer(interval=5)
+    timer.timeout.connect(tick)
+    panel.start()
+    qtbot.waitUntil(lambda: panel.process.running(), timeout=WAIT)
+    timer.start()
+    qtbot.waitUntil(lambda: (len(panel.curves.val) >= 2 and len(panel.curves.steps) >= 10)
+                    or not panel.process.running(), timeout=WAIT)
+    assert panel.process.running(), panel.log_view.toPlainText()[-3000:]
+    timer.stop()
+    assert max(gaps) < 0.100, f"main thread stalled {1000 * max(gaps):.0f} ms while training"
+    assert "steps/s" in panel.status.text() and "left" in panel.status.text()
+    # FEWSHOT_SCREENSHOTS=DIR keeps the picture (docs/training-panel.png is made this way).
+    shots = Path(os.environ.get("FEWSHOT_SCREENSHOTS", tmp_path))
+    assert panel.grab().save(str(shots / "training-panel.png"))
+    panel.stop()
+    qtbot.waitUntil(lambda: not panel.process.running(), timeout=WAIT)
+    assert "stopped" in panel.status.text()
+    stopped_at = panel.curves.steps[-1]
+    assert panel.btn_resume.isEnabled() and panel.btn_use.isEnabled()
+
+    panel.resume()
+    qtbot.waitUntil(lambda: panel.process.running(), timeout=WAIT)
+    qtbot.waitUntil(lambda: panel.curves.steps[-1] >= stopped_at + 10, timeout=WAIT)
+    panel.stop()
+    qtbot.waitUntil(lambda: not panel.process.running(), timeout=WAIT)
+    steps = panel.curves.steps
+    assert steps == sorted(steps) and len(set(steps)) == len(steps)  # resumed where it stopped
+
+    # The run is listed, and reopening it draws its curves again.
+    assert panel.past.topLevelItemCount() == 1
+    assert panel.past.topLevelItem(0).text(1) == "protonet" and "%" in panel.past.topLevelItem(0).text(3)
+    panel.curves.clear()
+    panel.open_run(str(out))
+    assert len(panel.curves.steps) == len(steps)
+
+    panel.use_model()
+    qtbot.waitUntil(lambda: window.model_spec == str(out), timeout=WAIT)
+    assert window.model_box.findData(str(out)) >= 0
+
+
+def test_a_crashing_child_shows_its_error(qtbot, window, tmp_path, monkeypatch):
+    panel = open_panel(qtbot, window, tmp_path)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "images_background_small1.zip").write_bytes(b"not a zip")
+    panel._launch(["train", "--dataset", "omniglot", "--data-root", str(tmp_path / "bad"), "--split", "small1",
+                   "--out", str(tmp_path / "runs" / "bad"), "--episodes", "3"], str(tmp_path / "runs" / "bad"),
+                  fresh=True)
+    qtbot.waitUntil(lambda: not panel.process.running() and "failed" in panel.status.text(), timeout=WAIT)
+    assert "zip" in panel.status.text().lower()
+
+
+def test_quitting_while_training_asks_then_stops_the_child(qtbot, window, tmp_path, omniglot_root, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+    panel = open_panel(qtbot, window, tmp_path)
+    out = tmp_path / "runs" / "quit"
+    panel._launch(["train", "--dataset", "omniglot", "--data-root", str(omniglot_root), "--split", "small1",
+                   "--way", "5", "--shot", "1", "--query", "2", "--episodes", "100000", "--device", "cpu",
+                   "--log-every", "1", "--out", str(out)], str(out), fresh=True)
+    qtbot.waitUntil(lambda: len(panel.curves.steps) >= 2, timeout=WAIT)
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a) or QMessageBox.StandardButton.No)
+    window.close()
+    assert asked and window.isVisible() and panel.process.running()  # "No": the run goes on
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+    window.close()
+    assert not panel.process.running() and not window.isVisible()
+    assert (out / "resume.pt").is_file()  # stopped cleanly: checkpointed, resumable
