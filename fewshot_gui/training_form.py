@@ -186,8 +186,9 @@ class TrainingForm(QWidget):
             box.addItems(list(choices))
         unlabeled = kind == "unlabeled"
         form: QFormLayout = self.layout()
+        # Unlabeled images have no classes to validate on: those rows would do nothing.
         for w, show in ((self.split, not unlabeled), (self.val_split, not unlabeled), (self.embedder, unlabeled),
-                        (self.partitions.parentWidget(), unlabeled)):
+                        (self.partitions.parentWidget(), unlabeled), (self.val_way.parentWidget(), not unlabeled)):
             form.setRowVisible(w, show)
         self.split.lineEdit().setPlaceholderText("" if kind in SPLITS else "optional: a sub-folder")
         self._suggest_out()
