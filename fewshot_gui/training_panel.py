@@ -41,7 +41,8 @@ def duration(seconds: float) -> str:
 
 class TrainingPanel(QWidget):
     def __init__(self, window: Any, root: Path | None = None):
-        super().__init__(None, Qt.WindowType.Window)
+        # A window of its own, owned by the main window: it lives as long as the window that asks it on quit.
+        super().__init__(window if isinstance(window, QWidget) else None, Qt.WindowType.Window)
         self.window = window
         self.setWindowTitle("Meta-training")
         self.root = root or runs_root()

@@ -29,8 +29,7 @@ def window(qtbot, tmp_path):
 
 def open_panel(qtbot, window, tmp_path) -> TrainingPanel:
     panel = TrainingPanel(window, root=tmp_path / "runs")
-    window.training_panel = panel
-    qtbot.addWidget(panel)
+    window.training_panel = panel  # owned by the window, closed with it
     panel.show()
     qtbot.waitUntil(lambda: panel.form.method.count() > 5, timeout=WAIT)
     return panel
