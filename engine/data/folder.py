@@ -29,6 +29,15 @@ def is_image_file(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+def image_files(folder: Path) -> list[Path]:
+    """The image files under ``folder`` at any depth, sorted; hidden files and folders are ignored."""
+    files: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [n for n in dirnames if not n.startswith(".")]
+        files.extend(Path(dirpath) / f for f in filenames if is_image_file(f))
+    return sorted(files)
+
+
 def find_class_images(root: str | Path) -> tuple[list[str], list[list[Path]]]:
     """Class names (sub-folder names, sorted) and each class's image files, found
     recursively and sorted; hidden files and folders are ignored."""
@@ -42,12 +51,8 @@ def find_class_images(root: str | Path) -> tuple[list[str], list[list[Path]]]:
                                  f"sub-folder, e.g. {root / 'cats' / 'img001.jpg'}")
     names, paths = [], []
     for d in class_dirs:
-        files: list[Path] = []
-        for dirpath, dirnames, filenames in os.walk(d):
-            dirnames[:] = [n for n in dirnames if not n.startswith(".")]
-            files.extend(Path(dirpath) / f for f in filenames if is_image_file(f))
         names.append(d.name)
-        paths.append(sorted(files))
+        paths.append(image_files(d))
     empty = [n for n, p in zip(names, paths) if not p]
     if empty:
         raise DatasetLayoutError(

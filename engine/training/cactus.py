@@ -10,7 +10,6 @@ the clusters do not find.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 
 from engine.data.cache import TensorCache, cache_key
 from engine.data.class_dataset import TensorClassDataset, decode_pool
-from engine.data.folder import is_image_file
+from engine.data.folder import image_files, is_image_file
 from engine.data.preprocessing import Preprocessing
 from engine.data.sampler import EpisodeSampler
 from engine.data.transforms import load_uint8, normalize
@@ -47,13 +46,10 @@ def find_images(root: str | Path) -> list[Path]:
     if not root.is_dir():
         raise DatasetLayoutError(f"{root} is not a folder; give the folder that holds the unlabeled images "
                                  "(or a .txt file listing them)")
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [n for n in dirnames if not n.startswith(".")]
-        found.extend(Path(dirpath) / f for f in filenames if is_image_file(f))
+    found = image_files(root)
     if not found:
         raise DatasetLayoutError(f"{root} holds no images; put the unlabeled images in it (any sub-folders)")
-    return sorted(found)
+    return found
 
 
 def _decode(paths: list[Path], prep: Preprocessing) -> tuple[list[int], torch.Tensor, list[tuple[str, str]]]:
