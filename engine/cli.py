@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 from engine.errors import FewShotError
 
 EXIT_USER_ERROR = 2
+NICE_ENV = "FEWSHOT_NICE"
 
 
 def cmd_train(args) -> int:
@@ -256,6 +258,7 @@ def build_parser(methods: bool = True) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    lower_priority_from_env()
     argv = sys.argv[1:] if argv is None else list(argv)
     # --help and usage errors answer without importing torch, except for train's method options.
     args = build_parser(methods=argv[:1] == ["train"]).parse_args(argv)
@@ -277,6 +280,19 @@ def main(argv: list[str] | None = None) -> int:
         print("error: this machine ran out of memory; use a smaller --batch-size, fewer images at once, or a "
               "smaller model", file=sys.stderr)
         return EXIT_USER_ERROR
+
+
+def lower_priority_from_env() -> None:
+    """FEWSHOT_NICE=N runs this process at nice N: the app's training panel sets it so that a
+    child using every core still leaves the window's thread scheduled first. Called before
+    torch starts its threads, which inherit the value (nice is per thread on Linux)."""
+    value = os.environ.get(NICE_ENV, "").strip()
+    if not value:
+        return
+    try:
+        os.nice(max(0, int(value)))
+    except (ValueError, AttributeError, OSError):  # not a number, not POSIX, or not permitted: run as is
+        pass
 
 
 def os_error_text(e: OSError) -> str:

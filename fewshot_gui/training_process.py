@@ -12,7 +12,10 @@ import sys
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
-from engine.training.events import SCHEMA_VERSION  # plain json: no torch on the main thread
+from engine.cli import NICE_ENV  # argparse and json only: no torch on the main thread
+from engine.training.events import SCHEMA_VERSION
+from fewshot_gui.worker import WORKER_NICE
+
 STOP_GRACE_MS = 60_000  # a validation pass may be under way; it ends before the stop is seen
 KILL_GRACE_MS = 15_000
 
@@ -41,6 +44,9 @@ class TrainingProcess(QObject):
         proc = QProcess(self)
         env = QProcessEnvironment.systemEnvironment()
         env.insert("PYTHONUNBUFFERED", "1")
+        # A child on every core at normal priority stalled the window past 100 ms on 2 cores;
+        # at the engine worker's nice value the scheduler serves the window's thread first.
+        env.insert(NICE_ENV, str(WORKER_NICE))
         proc.setProcessEnvironment(env)
         if cwd:
             proc.setWorkingDirectory(cwd)

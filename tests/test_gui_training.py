@@ -17,7 +17,8 @@ WAIT = 180_000
 def window(qtbot, tmp_path):
     from fewshot_gui.main_window import MainWindow
     w = MainWindow(QSettings(str(tmp_path / "gui.ini"), QSettings.Format.IniFormat), start_engine=False)
-    qtbot.addWidget(w)
+    # Not qtbot.addWidget: qtbot closes its widgets before this fixture's teardown, and
+    # closing the window while a run goes asks a modal question that nobody answers.
     w.resize(1000, 700)
     w.show()
     w.worker.start()
@@ -25,6 +26,7 @@ def window(qtbot, tmp_path):
     if w.training_panel is not None and w.training_panel.process.running():
         w.training_panel.process.proc.kill()
         w.training_panel.process.wait(10_000)
+    w.close()
 
 
 def open_panel(qtbot, window, tmp_path) -> TrainingPanel:
@@ -59,8 +61,6 @@ def test_a_wrong_layout_is_said_before_start(qtbot, window, tmp_path):
     assert not panel.process.running() and "neither is there" in panel.status.text()
 
 
-@pytest.mark.skip(reason="passed at 22:08 on 2026-12-03, then began failing and hanging at teardown on this "
-                         "machine; not yet diagnosed (issue 15 closing note)")
 def test_run_stop_resume_and_use_the_model(qtbot, window, tmp_path, omniglot_root):
     panel = open_panel(qtbot, window, tmp_path)
     f = panel.form
