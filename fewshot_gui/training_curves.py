@@ -24,20 +24,24 @@ class TrainingCurves(QWidget):
         layout.addWidget(self.view)
         self.loss_plot = self._plot(0, "Training loss (query cross-entropy)", "loss")
         self.acc_plot = self._plot(1, "Accuracy on the episodes' queries", "accuracy (%)")
-        self.lr_plot = self._plot(2, "Learning rate", "rate")
-        self.acc_plot.addLegend(offset=(-10, -10))  # bottom right: accuracy climbs away from it
+        self.lr_plot = self._plot(3, "Learning rate", "rate")
+        # The key sits in a row of its own under the accuracy plot: inside it, it covered the curves.
+        self.legend = pg.LegendItem(colCount=3)
+        self.view.addItem(self.legend, row=2, col=0)
         self.loss_raw = self.loss_plot.plot(pen=pg.mkPen(RAW, width=1))
         self.loss_smooth = self.loss_plot.plot(pen=pg.mkPen("#1f77b4", width=2))
         self.acc_raw = self.acc_plot.plot(pen=pg.mkPen(RAW, width=1))
-        self.acc_smooth = self.acc_plot.plot(pen=pg.mkPen("#1f77b4", width=2), name="training (smoothed)")
+        self.acc_smooth = self.acc_plot.plot(pen=pg.mkPen("#1f77b4", width=2))
         self.val_hi = pg.PlotDataItem(pen=pg.mkPen(None))
         self.val_lo = pg.PlotDataItem(pen=pg.mkPen(None))
         self.acc_plot.addItem(pg.FillBetweenItem(self.val_lo, self.val_hi, brush=pg.mkBrush(214, 39, 40, 50)))
         self.val_line = self.acc_plot.plot(pen=pg.mkPen("#d62728", width=2), symbol="o", symbolSize=5,
-                                           symbolBrush="#d62728", name="validation (95% CI band)")
+                                           symbolBrush="#d62728")
         self.best = pg.ScatterPlotItem(symbol="star", size=16, brush=pg.mkBrush("#ff9f1c"), pen=pg.mkPen("k"))
         self.acc_plot.addItem(self.best)
-        self.acc_plot.legend.addItem(self.best, "best checkpoint (the saved model)")
+        self.legend.addItem(self.acc_smooth, "training (smoothed)")
+        self.legend.addItem(self.val_line, "validation, 95% CI")
+        self.legend.addItem(self.best, "best (the saved model)")
         self.lr_curve = self.lr_plot.plot(pen=pg.mkPen("#2ca02c", width=2))
         self.clear()
 
@@ -84,6 +88,10 @@ class TrainingCurves(QWidget):
             self._redraw()
 
     def _redraw(self, validation: bool = True) -> None:
+        if not self.steps:  # empty axes read 0-100 %, not pyqtgraph's arbitrary default around zero
+            self.acc_plot.setRange(xRange=(0, 1), yRange=(0, 100), padding=0)
+        elif len(self.steps) == 1:
+            self.acc_plot.enableAutoRange()
         self.loss_raw.setData(self.steps, self.loss)
         self.loss_smooth.setData(self.steps, self.loss_ema)
         self.acc_raw.setData(self.steps, self.acc)

@@ -21,6 +21,8 @@ VAL_SPLITS = {"omniglot": ("", "small2", "evaluation", "vinyals-val"), "miniimag
 START = {"way": 20, "shot": 1, "query": 5, "episodes": 2000, "val_way": 5, "val_shot": 1, "val_query": 15,
          "val_every": 200, "val_episodes": 200, "seed": 0, "lr": 1e-3}
 NONE_TEXT = "default"
+VALIDATE_TEXT = "Validate and save every / episodes"
+SAVE_TEXT = "Save a checkpoint every"  # unlabeled data: nothing to validate on, but resumable
 
 
 def spin(low: int, high: int, value: int) -> QSpinBox:
@@ -138,7 +140,30 @@ class TrainingForm(QWidget):
         self.episodes = spin(1, 10_000_000, START["episodes"])
         self.val_every, self.val_episodes = spin(1, 1_000_000, START["val_every"]), spin(1, 100_000, 200)
         form.addRow("Outer steps", self.episodes)
-        form.addRow("Validate every / episodes", _row(self.val_every, self.val_episodes))
+        self.meta_batch = spin(1, 1024, 1)
+        self.meta_batch.setToolTip("episodes (tasks) averaged in each outer step; MAML papers use 4 to 32")
+        self.lr = QDoubleSpinBox()
+        self.lr.setDecimals(6)
+        self.lr.setRange(1e-6, 1.0)
+        self.lr.setSingleStep(1e-4)
+        self.lr.setValue(START["lr"])
+        self.schedule = QComboBox()
+        self.schedule.addItem("halve every 2,000 steps", "step")
+        self.schedule.addItem("cosine to zero", "cosine")
+        self.lr.setToolTip("the outer (meta) learning rate of Adam")
+        form.addRow("Tasks per outer step", self.meta_batch)
+        form.addRow("Learning rate / schedule", _row(self.lr, self.schedule))
+        # Images as the backbone sees them: the dataset's own by default (Omniglot grayscale 28 px,
+        # photos RGB 84 px, Lite0 224 px); unlabeled folders of drawings need 1 channel and 28 px.
+        self.channels = QComboBox()
+        for key, text in (("", "dataset's own"), ("1", "grayscale"), ("3", "colour")):
+            self.channels.addItem(text, key)
+        self.image_size = spin(0, 1024, 0)
+        self.image_size.setSpecialValueText("dataset's own")
+        self.image_size.setSuffix(" px")
+        self.image_size.setToolTip("side of the square the images are resized to (0: the dataset's or backbone's own)")
+        form.addRow("Images: channels / size", _row(self.channels, self.image_size))
+        form.addRow(VALIDATE_TEXT, _row(self.val_every, self.val_episodes))
         self.seed = spin(0, 2**31 - 1, START["seed"])
         form.addRow("Seed", self.seed)
         self.device = QComboBox()
@@ -190,6 +215,8 @@ class TrainingForm(QWidget):
         for w, show in ((self.split, not unlabeled), (self.val_split, not unlabeled), (self.embedder, unlabeled),
                         (self.partitions.parentWidget(), unlabeled), (self.val_way.parentWidget(), not unlabeled)):
             form.setRowVisible(w, show)
+        self.val_episodes.setVisible(not unlabeled)
+        form.labelForField(self.val_every.parentWidget()).setText(SAVE_TEXT if unlabeled else VALIDATE_TEXT)
         self.split.lineEdit().setPlaceholderText("" if kind in SPLITS else "optional: a sub-folder")
         self._suggest_out()
 
@@ -222,7 +249,13 @@ class TrainingForm(QWidget):
              "--way", str(self.way.value()), "--shot", str(self.shot.value()), "--query", str(self.query.value()),
              "--episodes", str(self.episodes.value()), "--val-every", str(self.val_every.value()),
              "--seed", str(self.seed.value()), "--device", self.device.currentData(), "--out", self.out.text().strip(),
-             "--log-every", str(max(1, min(10, self.episodes.value() // 200 or 1)))]
+             "--log-every", str(max(1, min(10, self.episodes.value() // 200 or 1))),
+             "--meta-batch", str(self.meta_batch.value()), "--lr", f"{self.lr.value():g}",
+             "--lr-schedule", self.schedule.currentData()]
+        if self.channels.currentData():
+            a += ["--channels", self.channels.currentData()]
+        if self.image_size.value():
+            a += ["--image-size", str(self.image_size.value())]
         if kind == "unlabeled":
             a += ["--embedder", self.embedder.currentText().strip() or "photos", "--partitions",
                   str(self.partitions.value()), "--clusters", str(self.clusters.value())]

@@ -150,3 +150,25 @@ def test_quitting_while_training_asks_then_stops_the_child(qtbot, window, tmp_pa
     window.close()
     assert not panel.process.running() and not window.isVisible()
     assert (out / "resume.pt").is_file()  # stopped cleanly: checkpointed, resumable
+
+
+def test_the_form_gives_every_setting_to_the_child(qtbot, window, tmp_path):
+    """Tasks per step, the outer rate and its schedule, and the images' channels and size
+    reach `fewshot train` as the engine's own parser reads them."""
+    from engine.cli import build_parser
+    panel = open_panel(qtbot, window, tmp_path)
+    f = panel.form
+    f.dataset.setCurrentIndex(f.dataset.findData("unlabeled"))
+    f.root.setText(str(tmp_path / "flat"))
+    f.meta_batch.setValue(4)
+    f.lr.setValue(0.0005)
+    f.schedule.setCurrentIndex(f.schedule.findData("cosine"))
+    f.channels.setCurrentIndex(f.channels.findData("1"))
+    f.image_size.setValue(28)
+    args = build_parser(methods=True).parse_args(f.args())
+    assert (args.meta_batch, args.lr, args.lr_schedule, args.channels, args.image_size) == (4, 0.0005, "cosine", 1, 28)
+    assert args.dataset == "unlabeled" and args.embedder == "photos"
+    f.channels.setCurrentIndex(0)
+    f.image_size.setValue(0)  # "dataset's own": neither flag is passed
+    args = build_parser(methods=True).parse_args(f.args())
+    assert args.channels is None and args.image_size is None
