@@ -87,6 +87,7 @@ class DetailPane(QWidget):
         self.loader = loader
         self.record: Any = None
         self.classes: list[Any] = []
+        self._history: list[Any] | None = None
         self.preview = QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
         self.preview.setMinimumSize(PREVIEW // 2, PREVIEW // 2)
         self.preview.setMaximumHeight(PREVIEW + 8)
@@ -156,7 +157,7 @@ class DetailPane(QWidget):
 
     def show_record(self, rec: Any, classes: list[Any], history: list[Any] | None = None) -> None:
         """``history``: the image's label events, oldest first (None: not read)."""
-        self.record, self.classes = rec, classes
+        self.record, self.classes, self._history = rec, classes, history
         self.history.setText(history_html(history) if rec is not None and history is not None else "")
         self.history_title.setVisible(rec is not None and history is not None)
         if rec is None:
@@ -181,6 +182,10 @@ class DetailPane(QWidget):
         self.size.setText(f"{rec.width} \u00d7 {rec.height} px" if rec.width else "")
         self.numbers.setRowVisible(len(self.score_labels), bool(rec.width))
         self._show_preview()
+
+    def update_record(self, rec: Any) -> None:
+        """The same image with new predictions: shown again, its history kept."""
+        self.show_record(rec, self.classes, self._history)
 
     def _show_scores(self, scores: dict[str, float | None]) -> None:
         for row, (name, label) in enumerate(self.score_labels.items()):

@@ -151,7 +151,8 @@ def _progress(h: JobHandle):
 def refresh(ctx: EngineContext, h: JobHandle) -> Any:
     """Re-adapt on the current examples and refresh every prediction.
 
-    Head-only models do it from cached embeddings. Others first write provisional
+    Head-only models do it from cached embeddings, and hand the predictions to the window
+    (fewshot_gui/fresh_view.py) before writing them. Others first write provisional
     predictions from the cached embeddings of their meta-learned start (shown at once:
     the grid re-reads), then label every image again with the adapted network, which
     a newer correction cancels (docs/ARCHITECTURE.md). With no
@@ -166,7 +167,21 @@ def refresh(ctx: EngineContext, h: JobHandle) -> Any:
         if lab.provisional_refresh() is not None:
             h.batch_done()
         return lab.label(progress=_progress(h), cancel=h.cancel)
-    return lab.refresh()
+    return lab.refresh(on_computed=h.publish)  # shown at once; the write follows
+
+
+def stale_predictions(ctx: EngineContext, h: JobHandle) -> bool:
+    """Whether the project's predictions were adapted on other examples than it holds: the
+    app stopped after a correction was saved and before the refresh was written (the person's
+    label is committed first, the predictions after). The window then refreshes them."""
+    from engine.labeling.label_results import support_fingerprint
+    project = project_of(ctx)
+    current = project.current_model()
+    if current is None or ctx.model is None or not project.examples():
+        return False
+    records = [(class_id, project.image(image_id)) for image_id, class_id in project.examples()]
+    fingerprint = support_fingerprint([(cid, rec.hash) for cid, rec in records if rec.usable and rec.hash])
+    return fingerprint != current[2].get("adapted_on", {}).get("fingerprint")
 
 
 def add_examples(ctx: EngineContext, h: JobHandle, class_id: int, items: list, auto_model: bool = False) -> dict:

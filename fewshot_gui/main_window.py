@@ -39,6 +39,8 @@ from fewshot_gui.progress_area import ProgressArea
 from fewshot_gui.project_files import ProjectFiles
 from fewshot_gui.project_state import ProjectState
 from fewshot_gui.folders import last_folder, remember_folder
+from fewshot_gui.fresh_view import FreshView
+from fewshot_gui.plain_words import counts_text
 from fewshot_gui.project_edits import ProjectEdits
 from fewshot_gui.results_model import RecordRole, ResultsModel
 from fewshot_gui.results_page import ResultsPage
@@ -102,6 +104,7 @@ class MainWindow(WindowChrome, QMainWindow):
         self.reviewing.review_toggled.connect(self._review_toggled)
         self.edits.undone.connect(self.reviewing.undone)
         self.edits.predictions_stale.connect(self.labeling_jobs.refresh_predictions)
+        self.fresh = FreshView(self.worker, self.results_model, self.detail, self.review, self.reload, self)
         self.review.undo_requested.connect(self.undo)
         self.review.showing.connect(lambda image_id: self._show_detail(image_id) if self.in_review() else None)
         self.state.snapshot_changed.connect(self._apply_snapshot)
@@ -343,6 +346,8 @@ class MainWindow(WindowChrome, QMainWindow):
         if model_spec is not None:  # ... and with its head (the worker runs this after the load)
             self.submit("Restoring the method", jobs.restore_method, quick=False, kind="model",
                         done=lambda info: info is not None and self._show_model(model_spec, info))
+            self.submit("Checking the predictions", jobs.stale_predictions, quick=False, kind="model",
+                        done=lambda stale: stale and self.edits.predictions_stale.emit())
 
     def _opened_for_import(self, folder: str) -> None:
         self.import_examples(folder)
@@ -380,7 +385,7 @@ class MainWindow(WindowChrome, QMainWindow):
         if project is None:
             done(None)
             return
-        self.fetch(lambda: project.image(image_id), done)
+        self.fetch(lambda: project.image(image_id), lambda rec: done(self.fresh.patch(rec)))
 
     # ================================================================ refresh from the project
 
@@ -397,15 +402,9 @@ class MainWindow(WindowChrome, QMainWindow):
         self.state.reload_counts(self.results_model.filters())
 
     def _show_counts(self, n: dict[str, int]) -> None:
-        provisional = bool(n.get("provisional"))
-        self.counts_label.setText(f"{n['total']:,} images \u00b7 {n['confirmed']:,} confirmed \u00b7 "
-                                  f"{n['predicted']:,} predicted" + (" (provisional)" if provisional else "")
-                                  + (f" \u00b7 {n['error']:,} unreadable" if n["error"] else ""))
-        self.counts_label.setToolTip(
-            "Provisional: this model adapts its whole network to your examples, so after a correction the "
-            "predictions shown come from a quick approximation until every image has been run through the "
-            "adapted network again (the progress bar shows it; the next correction restarts it)."
-            if provisional else "")
+        text, tip = counts_text(n)
+        self.counts_label.setText(text)
+        self.counts_label.setToolTip(tip)
         self.results_page.show_counts(n, bool(self.classes))
 
     def reload(self) -> None:
@@ -444,7 +443,7 @@ class MainWindow(WindowChrome, QMainWindow):
         def done(result: tuple[Any, list[Any]]) -> None:
             if self._detail_wanted == image_id:  # the selection may have moved on meanwhile
                 rec, history = result
-                self.detail.show_record(rec, self.classes, history)
+                self.detail.show_record(self.fresh.patch(rec), self.classes, history)
 
         self.fetch(lambda: (project.image(image_id), project.label_history(image_id)), done)
 

@@ -47,3 +47,16 @@ def plain_summary(rec: Any, classes: dict[int, Any]) -> str:
     if rec.confidence >= PROBABLY:
         return f"Probably {best[0]}"
     return f"Unsure: most likely {best[0]}, but not by much"
+
+
+PROVISIONAL_TIP = ("Provisional: this model adapts its whole network to your examples, so after a correction the "
+                   "predictions shown come from a quick approximation until every image has been run through the "
+                   "adapted network again (the progress bar shows it; the next correction restarts it).")
+
+
+def counts_text(n: dict[str, int]) -> tuple[str, str]:
+    """The status bar's count line for the project's counts by status, and its tooltip."""
+    provisional = bool(n.get("provisional"))
+    text = (f"{n['total']:,} images \u00b7 {n['confirmed']:,} confirmed \u00b7 {n['predicted']:,} predicted"
+            + (" (provisional)" if provisional else "") + (f" \u00b7 {n['error']:,} unreadable" if n["error"] else ""))
+    return text, PROVISIONAL_TIP if provisional else ""

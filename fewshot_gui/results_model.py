@@ -61,6 +61,10 @@ class ResultsModel(QAbstractListModel):
         # Bumped whenever what the rows mean changes (project, filter, sort) or the
         # project changed: replies to older requests are dropped.
         self._generation = 0
+        # Predictions computed but not yet written (fewshot_gui/fresh_view.py): records are
+        # shown through this, each page patched once, when first read.
+        self._patch: Callable[[Any], Any] | None = None
+        self._patched: set[int] = set()
 
     # ------------------------------------------------------------ configuration
 
@@ -71,6 +75,7 @@ class ResultsModel(QAbstractListModel):
         self._pages.clear()
         self._stale.clear()
         self._requested.clear()
+        self._patched.clear()
         self._count = 0
         self.endResetModel()
         self._request_count()
@@ -100,6 +105,14 @@ class ResultsModel(QAbstractListModel):
         self._stale = set(self._pages)
         self._requested.clear()
         self._request_count()
+
+    def show_fresh(self, patch: Callable[[Any], Any] | None) -> None:
+        """Show every record through ``patch`` (None: as read) until the next refresh; the
+        views repaint what they show, so only the pages on screen are patched now."""
+        self._patch = patch
+        self._patched.clear()
+        if patch is not None and self._pages:
+            self.rows_stale.emit()
 
     @property
     def loading(self) -> bool:
@@ -149,6 +162,7 @@ class ResultsModel(QAbstractListModel):
         self._requested.discard(number)
         self._stale.discard(number)
         self._pages[number] = list(page or [])
+        self._patched.discard(number)
         self._pages.move_to_end(number)
         while len(self._pages) > MAX_PAGES:
             self._pages.popitem(last=False)
@@ -166,6 +180,9 @@ class ResultsModel(QAbstractListModel):
             self._request_page(number)
         if page is None:
             return None
+        if self._patch is not None and number not in self._patched:
+            page[:] = [self._patch(r) for r in page]
+            self._patched.add(number)
         i = row % PAGE
         return page[i] if i < len(page) else None
 

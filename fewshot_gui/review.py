@@ -155,6 +155,11 @@ class ReviewPanel(QWidget):
         self.bars.set_rows(probability_rows(rec, self.classes))
         self._show_preview()
 
+    def update_record(self, rec: Any) -> None:
+        """The image under review with new predictions."""
+        if self.record is not None and rec is not None and rec.id == self.record.id:
+            self._show(rec)
+
     def go(self, step: int) -> None:
         if self.order:
             self.position = max(0, min(len(self.order) - 1, self.position + step))

@@ -95,6 +95,10 @@ class JobHandle:
         """Tell the GUI new results are in the project (tiles fill in as batches finish)."""
         self.worker.batch_written.emit(self.job.id)
 
+    def publish(self, result: Any) -> None:
+        """Hand the GUI a result before the job ends (predictions computed, not yet written)."""
+        self.worker.published.emit(self.job.id, result)
+
     @property
     def cancelled(self) -> bool:
         return self.cancel is not None and self.cancel.cancelled
@@ -106,6 +110,7 @@ class EngineWorker(QThread):
     started_job = Signal(int, str, bool)  # id, name, quick
     progressed = Signal(int, str, int, int, float, object)  # id, stage, done, total, images/s, eta s
     batch_written = Signal(int)
+    published = Signal(int, object)  # id, a result the job has before it ends (fresh predictions)
     finished_job = Signal(int, object)
     failed_job = Signal(int, str)
     idle = Signal()

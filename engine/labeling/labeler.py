@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,6 +29,7 @@ import torch
 
 from engine.errors import FewShotError
 from engine.labeling.embedder import ImageItem, RunPlan, embed_items, items_to_embed
+from engine.labeling.fresh_predictions import FreshPredictions
 from engine.labeling.label_results import (AdaptedTask, LabelSummary, RefreshReport, stored_model_meta,
                                            support_fingerprint, write_arrays)
 from engine.labeling.pixel_labeling import adapt_on_pixels, label_by_pixels, provisional_refresh
@@ -83,11 +85,12 @@ class Labeler:
                  " (cancelled)" if summary.cancelled else "")
         return summary
 
-    def refresh(self) -> RefreshReport:
+    def refresh(self, on_computed: Callable[[FreshPredictions], None] | None = None) -> RefreshReport:
         """Re-adapt on the current examples and recompute every prediction from the cache.
 
         Head-only methods only; images not embedded yet keep no prediction until
-        :meth:`label` runs. All predictions are written in one transaction.
+        :meth:`label` runs. All predictions are written in one transaction;
+        ``on_computed`` gets them first, before that write (the app shows them at once).
         """
         if not self.head_only:
             raise FewShotError(f"{self.model.learner.name} adapts the whole network, so its predictions cannot be "
@@ -98,6 +101,8 @@ class Labeler:
         task = self.adapt()
         scores = self._scorer_for(table).score(task.predictor, task.class_ids)
         t2 = time.perf_counter()
+        if on_computed is not None:
+            on_computed(FreshPredictions.of(table.image_ids, scores.probs, scores.scores, task.class_ids))
         model_id = self.project.set_model(self.model.name, stored_model_meta(self.model, task))
         write_arrays(self.project, model_id, table.image_ids, scores, task.class_ids)
         t3 = time.perf_counter()
