@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import engine.data.decode_worker as decode_worker_mod
+import engine.data.fast_png as fast_png_mod
 from engine.labeling.labeler import Labeler
 from engine.labeling.store import Project
 from engine.model_store import load_model
@@ -87,9 +87,9 @@ def test_sigkill_mid_run_loses_nothing_and_the_next_run_resumes(tmp_path, monkey
     assert len(after_hashes) < usable, "the run had finished: nothing to resume"
 
     decoded: list[str] = []
-    real_decode = decode_worker_mod.decode_into
-    monkeypatch.setattr(decode_worker_mod, "decode_into",
-                        lambda path, prep, out: (decoded.append(path), real_decode(path, prep, out)))
+    real_decode = fast_png_mod.decode_rows_fast  # what labeling decodes every file with
+    monkeypatch.setattr(fast_png_mod, "decode_rows_fast",
+                        lambda paths, prep, buf: (decoded.extend(paths), real_decode(paths, prep, buf))[1])
     with Project.open(db) as project:  # the killed process's lock went with it
         for image_id, class_id in human.items():
             rec = project.image(image_id)

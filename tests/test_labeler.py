@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 import engine.data.decode_worker as decode_worker_mod
+import engine.data.fast_png as fast_png_mod
 import engine.labeling.embedder as embedder_mod
 from engine.data.pixels import decode_into
 from engine.data.preprocessing import Preprocessing
@@ -234,9 +235,9 @@ def test_label_project_labels_every_image_from_one_example(tmp_path, characters,
 
 def test_cancel_keeps_finished_batches_and_the_next_run_resumes(tmp_path, characters, omniglot_model, monkeypatch):
     decoded: list[str] = []
-    real_decode = decode_worker_mod.decode_into
-    monkeypatch.setattr(decode_worker_mod, "decode_into", lambda path, prep, out: (decoded.append(path),
-                                                                               real_decode(path, prep, out)))
+    real_decode = fast_png_mod.decode_rows_fast  # what labeling decodes every file with
+    monkeypatch.setattr(fast_png_mod, "decode_rows_fast", lambda paths, prep, buf: (decoded.extend(paths),
+                                                                                 real_decode(paths, prep, buf))[1])
     with new_project(tmp_path, characters) as project:
         cancel = CancelToken()
 
@@ -271,6 +272,7 @@ def test_refresh_after_a_new_example_reads_only_the_cache(tmp_path, characters, 
         def no_decoding(*args, **kwargs):
             raise AssertionError("refresh decoded an image")
         monkeypatch.setattr(decode_worker_mod, "decode_into", no_decoding)
+        monkeypatch.setattr(fast_png_mod, "decode_rows_fast", no_decoding)
         key, files = next(iter(characters.items()))
         cls = project.class_by_name(key.replace("/", " "))
         new_example = next(r for r in project.iter_images() if r.path == str(files[5]))

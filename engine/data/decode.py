@@ -90,7 +90,7 @@ def _decoded(source: str | Path | bytes, max_pixels: int, draft_size: tuple[int,
             raise ImageDecodeError(label, "the data is empty (0 bytes); re-copy or re-download the image")
         fh: BinaryIO = io.BytesIO(data)
     else:
-        fh = _open_checked(source, label)
+        fh = open_checked(source, label)
     with fh, _decoded_stream(fh, label, max_pixels, draft_size) as pair:
         yield pair
 
@@ -106,7 +106,10 @@ def nonblocking_opener(path: str, flags: int) -> int:
     return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
 
 
-def _open_checked(source: str | Path, label: str) -> BinaryIO:
+def open_checked(source: str | Path, label: str | None = None) -> BinaryIO:
+    """The file opened for reading, or the ImageDecodeError that says why it cannot be
+    (missing, a folder, a FIFO or device, empty, unreadable)."""
+    label = str(source) if label is None else label
     # The common case costs one open and one fstat; only a failure pays for the
     # checks that tell the user which of the reasons it was.
     try:
@@ -205,7 +208,7 @@ def _decoded_stream(fh: BinaryIO, label: str, max_pixels: int,
         except _CORRUPT_ERRORS as e:
             raise ImageDecodeError(label, f"the file is truncated or corrupt ({e}); re-copy or re-download it") from None
         oriented = _oriented(img, label)
-        converted = _to_8bit(oriented, label)
+        converted = to_8bit(oriented, label)
         yield converted, converted is not img
 
 
@@ -237,7 +240,8 @@ def _not_an_image_reason(head: bytes) -> str:
             "Remove it or replace it with the real image")
 
 
-def _to_8bit(img: Image.Image, label: str) -> Image.Image:
+def to_8bit(img: Image.Image, label: str) -> Image.Image:
+    """A decoded image as 8-bit ``L`` or ``RGB``: transparency on white, high bit depths scaled."""
     mode = img.mode
     try:
         if mode in ("I", "F") or mode.startswith("I;16"):

