@@ -140,6 +140,8 @@ def build_parser(methods: bool = True) -> argparse.ArgumentParser:
     """The parser. ``methods``: list every method's options under ``train`` (imports torch,
     since methods are torch modules; ``main`` asks for it only when the command is train)."""
     p = argparse.ArgumentParser(prog="fewshot", description="Few-shot image labeling: train, evaluate, inspect models.")
+    from engine.version import __version__  # the installed distribution's metadata: pyproject.toml's version
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="meta-train a model on episodes", description="Episodic meta-training.")
