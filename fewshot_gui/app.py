@@ -10,14 +10,20 @@ import logging
 import signal
 import socket
 import sys
+from pathlib import Path
 
 from PySide6.QtCore import QCoreApplication, QSocketNotifier, Qt
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
 from fewshot_gui.main_window import MainWindow
 
 ORGANIZATION = "fewshot-labeler"
 APPLICATION = "Few-shot labeler"
+# The name of the installed .desktop entry (packaging/linux/): Wayland and docks match the
+# window to the entry's name and icon by it.
+DESKTOP_ID = "io.github.fewshot_labeler.FewShotLabeler"
+ICONS = Path(__file__).resolve().parents[1] / "assets" / "icons"
 
 
 def make_app(argv: list[str] | None = None) -> QApplication:
@@ -29,6 +35,12 @@ def make_app(argv: list[str] | None = None) -> QApplication:
         app = QApplication(argv if argv is not None else sys.argv)
     QCoreApplication.setOrganizationName(ORGANIZATION)
     QCoreApplication.setApplicationName(APPLICATION)
+    app.setDesktopFileName(DESKTOP_ID)
+    icon = QIcon()
+    for png in sorted(ICONS.glob("fewshot-labeler-*.png")):  # PNGs: no SVG plugin needed
+        icon.addFile(str(png))
+    if not icon.isNull():
+        app.setWindowIcon(icon)
     return app  # type: ignore[return-value]
 
 
