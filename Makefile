@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: models-maml run test models bench clean-venv
+.PHONY: models-maml run test models bench clean-venv package
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,13 @@ models-maml: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_training.py
+
+# A one-folder desktop bundle in dist/ (PyInstaller), with its size part by part:
+# VARIANT=cpu (default), full or predict (packaging/README.md says what each holds);
+# ARCHIVE=1 also writes the .tar.gz to hand out.
+package: $(STAMP)
+	$(BIN)/python -c "import PyInstaller" 2>/dev/null || $(BIN)/python -m pip install --disable-pip-version-check -q -e '.[test,package]'
+	$(BIN)/python packaging/build.py $(if $(VARIANT),--variant $(VARIANT)) $(if $(ARCHIVE),--archive)
 
 clean-venv:
 	rm -rf $(VENV)
