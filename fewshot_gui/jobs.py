@@ -167,6 +167,8 @@ def refresh(ctx: EngineContext, h: JobHandle) -> Any:
         if lab.provisional_refresh() is not None:
             h.batch_done()
         return lab.label(progress=_progress(h), cancel=h.cancel)
+    if lab.missing_embeddings():  # a label run embeds what the cache lacks, then predicts every image
+        return lab.label(progress=_progress(h), cancel=h.cancel)
     return lab.refresh(on_computed=h.publish)  # shown at once; the write follows
 
 
@@ -179,9 +181,11 @@ def stale_predictions(ctx: EngineContext, h: JobHandle) -> bool:
     current = project.current_model()
     if current is None or ctx.model is None or not project.examples():
         return False
+    adapted_on = current[2].get("adapted_on", {}).get("fingerprint")
+    if adapted_on is None:  # predictions that did not come from adapting here: nothing to compare with
+        return False
     records = [(class_id, project.image(image_id)) for image_id, class_id in project.examples()]
-    fingerprint = support_fingerprint([(cid, rec.hash) for cid, rec in records if rec.usable and rec.hash])
-    return fingerprint != current[2].get("adapted_on", {}).get("fingerprint")
+    return adapted_on != support_fingerprint([(cid, rec.hash) for cid, rec in records if rec.usable and rec.hash])
 
 
 def add_examples(ctx: EngineContext, h: JobHandle, class_id: int, items: list, auto_model: bool = False) -> dict:

@@ -67,6 +67,7 @@ class Labeler:
         self.backend = backend  # the backbone's runtime: torch, onnxruntime, or auto (the faster)
         self._runner: Runner | None = None
         self._table: EmbeddingTable | None = None
+        self._usable_images = 0  # usable images when the table was loaded
         self._row_of_image: dict[int, int] = {}
         self._scorer: CachedScorer | None = None
         self._table_key: tuple[int, ...] | None = None
@@ -257,6 +258,7 @@ class Labeler:
             if rec.error is None and rec.hash is not None:
                 ids.append(rec.id)
                 hashes.append(rec.hash)
+        self._usable_images = len(ids)
         cached_hashes, matrix = self.project.get_embeddings(self.model.backbone_id, hashes)
         row_of_hash = {h: k for k, h in enumerate(cached_hashes)}
         id_of_hash = dict(zip(hashes, ids))
@@ -267,6 +269,12 @@ class Labeler:
         if self._scorer is None or self._scorer.table is not table:
             self._scorer = None
         return table
+
+    def missing_embeddings(self) -> bool:
+        """Whether a usable image has no cached embedding (predictions written elsewhere, or a
+        cache emptied): a refresh from the cache cannot cover it, a label run can."""
+        table = self._ensure_table()
+        return len(table) < self._usable_images
 
     def _scorer_for(self, table: EmbeddingTable) -> CachedScorer:
         if self._scorer is None or self._scorer.table is not table:
