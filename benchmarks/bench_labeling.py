@@ -2,7 +2,7 @@
 new example, and peak memory for a large folder. Prints tables; results go in docs/PERFORMANCE.md.
 
     python benchmarks/bench_labeling.py [--only folder,relabel,memory] [--repeats 3]
-        [--omniglot 2000] [--photos 500] [--camera 40] [--memory-images 20000]
+        [--omniglot 2000] [--photos 500] [--camera 128] [--memory-images 20000]
 
 Folder labeling (end to end, from files on disk): ``label`` is Labeler.label on a
 fresh project whose folder was already scanned (decode + forward + every database
@@ -325,7 +325,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--omniglot", type=int, default=2000)
     ap.add_argument("--photos", type=int, default=500)
-    ap.add_argument("--camera", type=int, default=40, help="12-megapixel JPEGs (generated)")
+    ap.add_argument("--camera", type=int, default=128, help="12-megapixel JPEGs (generated)")
     ap.add_argument("--relabel-images", type=int, default=10_000)
     ap.add_argument("--memory-images", type=int, default=20_000)
     ap.add_argument("--fixed-plans", action="store_true",

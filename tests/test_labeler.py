@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import time
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +140,8 @@ def test_run_plan_gives_decoding_its_share_of_the_cores():
     # Lite0 photos: PyTorch keeps both threads, decoding runs between forward passes on both cores.
     assert RunPlan.plan(2, 2.5e-3, 24e-3) == RunPlan(decode_workers=2, torch_threads=2, streams=1, overlap=False)
     assert RunPlan.plan(8, 1e-3, 1e-3) == RunPlan(4, 1, 8)
+    # 12-megapixel JPEGs at 1/8 scale: decoding wants 1.3 of the 2 cores, so two decode threads.
+    assert RunPlan.plan(2, 19e-3, 10e-3, prefer_streams=True) == RunPlan(2, 1, 2)
     assert RunPlan.plan(16, 1e-3, 1e-5, on_cpu=False) == RunPlan(4, 16, 1)  # a GPU forward; the GIL caps decoding
     assert RunPlan.plan(1, 1e-3, 1e-3) == RunPlan(1, 1, 1)
 
@@ -174,7 +177,33 @@ def test_a_first_run_measures_its_plan_while_running_a_stream_per_core(tmp_path,
     assert torch.get_num_threads() == threads
     # No batch ran with every thread while measuring: PyTorch never had more than the plan gives it.
     assert report.plan is not None and seen_threads <= {1, report.plan.torch_threads}
-    assert list(embedder_mod._PLANS.values()) == [report.plan], "the measured plan is kept for later runs"
+    assert [plan for plan, _forward in embedder_mod._PLANS.values()] == [report.plan], \
+        "the measured plan is kept for later runs"
+
+
+@pytest.mark.skipif(embedder_mod.available_cores() < 2, reason="one core has one way to split")
+def test_a_later_run_whose_decoding_costs_more_plans_again(tmp_path, characters, omniglot_model, monkeypatch):
+    """A plan kept from small, cheap files is checked against the next run's own decoding:
+    files that cost far more to decode than the forward pass get more decode threads."""
+    runner = TorchRunner(omniglot_model, batch_size=8)
+    key = (omniglot_model.backbone_id, runner.backend, str(runner.device), runner.get_threads(), runner.batch_size)
+    cheap = RunPlan(1, 1, 2)
+    monkeypatch.setattr(embedder_mod, "_PLANS", {key: (cheap, 1e-5)})
+    real = fast_png_mod.decode_rows_fast
+
+    def costly(paths, prep, buf):  # 5 ms of CPU per image, like a 12-megapixel JPEG's 19 ms
+        reasons, cpu = real(paths, prep, buf)
+        end = time.thread_time() + 5e-3 * len(paths)
+        while time.thread_time() < end:
+            pass
+        return reasons, cpu + 5e-3 * len(paths)
+    monkeypatch.setattr(fast_png_mod, "decode_rows_fast", costly)
+    with new_project(tmp_path, characters) as project:
+        items = [ImageItem(int(i), str(p), str(h)) for i, p, h in project.images_to_embed(omniglot_model.backbone_id)]
+        report = embed_items(project, omniglot_model, items[:40], runner=runner)
+    assert report.embedded == 40
+    assert report.plan.decode_workers == min(embedder_mod.available_cores(), embedder_mod.MAX_DECODE_WORKERS)
+    assert embedder_mod._PLANS[key] == (report.plan, 1e-5)  # the forward cost stays the one measured
 
 
 def test_an_explicit_number_of_decode_workers_is_kept(tmp_path, characters, omniglot_model, monkeypatch):

@@ -29,6 +29,7 @@ is still missing from the cache, so it resumes where the last one stopped.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections import deque
@@ -237,15 +238,19 @@ class RunPlan:
             return cls(max(1, min(round(decode_cores), max_workers, cores - 1)), cores, 1)
         if decode_cores < 0.5 and not prefer_streams:
             return cls(min(cores, max_workers), cores, 1, overlap=False)
-        return cls(max(1, min(round(decode_cores), max_workers, cores)), 1, cores)
+        # Rounded up: a decode thread with too little to do blocks on the full queue, while one too
+        # few caps the run (12-megapixel JPEGs want 1.3 cores of decoding: one thread gave 38 images/s).
+        return cls(max(1, min(math.ceil(decode_cores - 1e-9), max_workers, cores)), 1, cores)
 
 
 BatchCallback = Callable[[list[ImageItem], np.ndarray], None]
 
-# Plans measured in this process, by (backbone id, backend, device, threads, batch size):
-# the costs do not change between runs, so only a process's first run pays for
-# measuring (two batches run in a slower way).
-_PLANS: dict[tuple[str, str, str, int, int], RunPlan] = {}
+# Plans measured in this process, by (backbone id, backend, device, threads, batch size),
+# with the forward pass's CPU per image: that cost does not change between runs, so only
+# a process's first run pays for measuring it (two batches run in a slower way). Decoding
+# does change (small PNGs, then 12-megapixel photos): each later run checks its own decode
+# cost on its first batch and plans again when it calls for another split.
+_PLANS: dict[tuple[str, str, str, int, int], tuple[RunPlan, float]] = {}
 
 
 def _finished(value: Tensor) -> Future:
@@ -280,8 +285,9 @@ def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageI
     own_threads = torch.get_num_threads()
     forward_batch = runner.batch_size
     plan_key = (model.backbone_id, runner.backend, str(runner.device), torch_threads, runner.batch_size)
-    if plan is None and workers is None:
-        plan = _PLANS.get(plan_key)
+    known_forward: float | None = None  # the forward cost of a cached plan: this run checks its decoding
+    if plan is None and workers is None and plan_key in _PLANS:
+        plan, known_forward = _PLANS[plan_key]
     on_cpu = runner.device.type == "cpu"
     # With a GPU forward, decoding is the work: worker processes, one per spare core.
     processes = not on_cpu and processes_enabled() and available_cores() > 1
@@ -289,7 +295,7 @@ def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageI
     decoder = BatchDecoder(model.preprocessing, runner.batch_size,
                            workers if workers is not None else (plan.decode_workers if plan else default_workers),
                            processes=processes)
-    max_decode = decoder.workers
+    max_decode = workers if workers is not None else (default_workers or min(available_cores(), MAX_DECODE_WORKERS))
     streams: ThreadPoolExecutor | None = None
     n_streams = 1
     in_flight: deque[tuple[DecodedBatch, Future | None]] = deque()
@@ -369,6 +375,17 @@ def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageI
             in_flight.append((batch, z))
             while len(in_flight) >= n_streams:
                 commit(*in_flight.popleft())
+            if known_forward is not None and decoder.decoded >= forward_batch:
+                # A cached plan, checked against this run's own decoding (its first batch).
+                checked = RunPlan.plan(torch_threads if on_cpu else available_cores(),
+                                       decoder.cpu_s / decoder.decoded, known_forward, on_cpu, max_decode,
+                                       prefer_streams=runner.prefers_streams)
+                known_forward = None
+                if checked != plan:
+                    log.debug("this run's decoding calls for %s instead of %s", checked, plan)
+                    plan = checked
+                    _PLANS[plan_key] = (plan, _PLANS[plan_key][1])
+                    replan(plan)
             if plan is not None or workers is not None or committed < warm:
                 continue
             if marks is None:
@@ -383,7 +400,7 @@ def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageI
             plan = RunPlan.plan(torch_threads if on_cpu else available_cores(), decode_cpu, forward_cpu, on_cpu,
                                 max_decode, prefer_streams=runner.prefers_streams)
             log.debug("decode %.3f ms/img, forward %.3f ms/img: %s", 1e3 * decode_cpu, 1e3 * forward_cpu, plan)
-            _PLANS[plan_key] = plan
+            _PLANS[plan_key] = (plan, forward_cpu)
             replan(plan)
         while in_flight:
             commit(*in_flight.popleft())
