@@ -154,6 +154,9 @@ def run(images: int, repeats: int, tmp: Path) -> dict:
     window.open_project(str(path))
     wait_until(app, lambda: window.project is not None and len(window.classes) == CLASSES)
     wait_until(app, lambda: settled(window) and window.results_model.record(1) is not None)
+    t = time.perf_counter()  # then the jobs opening starts after it (the check of the predictions, warming up)
+    wait_until(app, lambda: time.perf_counter() > t + 2.0)
+    wait_until(app, lambda: settled(window))
     rows = [measure(app, window, 10 + 2 * k) for k in range(repeats)]
     window.close()
     return {"images": images, "build_s": build_s, **{key: [r[key] for r in rows] for key in rows[0]}}

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import QFileDialog, QWidget
 
 from fewshot_gui import jobs
@@ -37,6 +37,9 @@ def added_text(report: Any) -> str:
 
 
 READAPT = "readapt"  # the kind of a re-adaptation after a correction: a newer one replaces it
+# A refresh that neither shows predictions nor ends by then (a long label run of a model that
+# adapts its backbone, one replaced by a newer correction) no longer holds back what waits on it.
+SHOWN_FALLBACK_MS = 400
 
 
 class LabelingController(QObject):
@@ -55,6 +58,9 @@ class LabelingController(QObject):
         worker.started_job.connect(self._started)
         worker.progressed.connect(self._progressed)
         worker.batch_written.connect(lambda _id: self.batch_written.emit())
+        self._shown: dict[int, Callable[[], None]] = {}  # refresh job id -> what runs when its predictions show
+        for signal in (worker.published, worker.batch_written, worker.finished_job, worker.failed_job):
+            signal.connect(self._fire_shown)
         worker.idle.connect(self._idle)
         progress.cancel.clicked.connect(self.cancel)
 
@@ -131,14 +137,38 @@ class LabelingController(QObject):
             if problems:
                 text += f"; {len(problems)} could not be read (see details)"
             self.notify(text, "\n".join(problems[:MAX_DETAILS]))
+            self.warm_up()
 
         self.submit("Labeling", jobs.label_and_count, done=done, kind="labeling")
 
-    def refresh_predictions(self) -> None:
+    def project_opened(self, stale: Callable[[], None]) -> None:
+        """After a project opened with its model: predictions a stop left behind are refreshed
+        (``stale`` is told), else the next correction's refresh is readied."""
+        def checked(is_stale: bool) -> None:
+            if is_stale:
+                stale()
+            else:
+                self.warm_up()
+        self.submit("Checking the predictions", jobs.stale_predictions, quick=False, kind="model", done=checked)
+
+    def warm_up(self) -> None:
+        self.submit("Readying corrections", jobs.warm_up, quick=True)
+
+    def refresh_predictions(self, shown: Callable[[], None] | None = None) -> None:
         """Re-adapt after the examples changed (a correction) and refresh every prediction.
 
         For a method that adapts the backbone this is a provisional refresh at once, then
         the exact re-embedding of every image, which the next correction cancels and
-        replaces (the latest wins)."""
+        replaces (the latest wins). ``shown`` runs once: when the refresh has handed its
+        predictions to the window, written its provisional ones, or ended, and at the latest
+        SHOWN_FALLBACK_MS after."""
         self.worker.supersede(READAPT)
-        self.submit("Updating predictions", jobs.refresh, done=lambda _r: self.reload(), kind=READAPT)
+        job_id = self.submit("Updating predictions", jobs.refresh, done=lambda _r: self.reload(), kind=READAPT)
+        if shown is not None:
+            self._shown[job_id] = shown
+            QTimer.singleShot(SHOWN_FALLBACK_MS, lambda: self._fire_shown(job_id))
+
+    def _fire_shown(self, job_id: int, *_args: Any) -> None:
+        shown = self._shown.pop(job_id, None)
+        if shown is not None:
+            shown()

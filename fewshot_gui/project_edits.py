@@ -22,7 +22,9 @@ def problems_text(errors: list, skipped: list) -> str:
 
 class ProjectEdits(QObject):
     undone = Signal()  # an undo went through (review steps back)
-    predictions_stale = Signal()  # the examples changed: refresh every prediction
+    # The examples changed: refresh every prediction; the argument (or None) is called once the
+    # refreshed predictions are on screen (LabelingController.refresh_predictions).
+    predictions_stale = Signal(object)
     model_switched = Signal(object)  # the model the engine switched to for the project's examples (info dict)
 
     def __init__(self, state: ProjectState, submit: Callable[..., int], reload: Callable[[], None],
@@ -107,7 +109,7 @@ class ProjectEdits(QObject):
             self.status(f"Removed {n} image{'s' if n != 1 else ''} {what} from the project (Ctrl+Z puts "
                         f"{'them' if n != 1 else 'it'} back); the files are untouched", 10000)
             if result["examples"]:
-                self.predictions_stale.emit()
+                self.predictions_stale.emit(None)
 
         ids = list(image_ids)
         self.submit("Removing images", lambda ctx, h: jobs.remove_images(ctx, h, ids), quick=True, done=done)
@@ -122,9 +124,12 @@ class ProjectEdits(QObject):
     # ------------------------------------------------------------ labels and undo
 
     def _after_label_change(self, refresh_predictions: bool) -> None:
-        self.reload()
         if refresh_predictions:
-            self.predictions_stale.emit()
+            # Re-read once the refresh has shown its predictions: a re-read running beside it
+            # competed for the interpreter and held them back 25 ms.
+            self.predictions_stale.emit(self.reload)
+        else:
+            self.reload()
 
     def set_labels(self, image_ids: list[int], class_id: int | None) -> None:
         """Confirm images as a class. Those the model predicted otherwise are corrections:

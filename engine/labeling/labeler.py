@@ -111,6 +111,16 @@ class Labeler:
         return RefreshReport(model_id, len(table), len(task.class_ids), t1 - t0, t2 - t1, t3 - t2,
                              self._scorer.recomputed_classes)
 
+    def warm(self) -> bool:
+        """Load the cache and score every image once, writing nothing, so that the next
+        refresh (a person's first correction) recomputes only the class it changed. Head-only
+        methods with every image cached; returns whether it did anything."""
+        if not self.head_only or not self.project.examples() or self.missing_embeddings():
+            return False
+        task = self.adapt()
+        self._scorer_for(self._ensure_table()).score(task.predictor, task.class_ids)
+        return True
+
     def adapt(self) -> AdaptedTask:
         """Adapt on the examples: a head on their cached embeddings (head-only methods;
         examples not embedded yet are embedded first), else on their pixels."""
