@@ -34,6 +34,9 @@ def png_kinds(folder):
         "palette.png": noise(40, 40, 5).quantize(16),
         "tiny.png": noise(1, 1, 6),
     }
+    for k in range(5):  # enough of one size to be resized together (fast_png.STACK_MIN)
+        kinds[f"stack-gray-{k}.png"] = noise(47, 61, 10 + k, "L")
+        kinds[f"stack-rgb-{k}.png"] = noise(64, 48, 20 + k)
     files = []
     for name, img in kinds.items():
         (folder / name).write_bytes(encoded(img, "PNG", bits=2) if name == "gray2.png" else encoded(img, "PNG"))
@@ -63,7 +66,9 @@ def test_the_same_pixels_and_reasons_as_the_pillow_path(tmp_path, monkeypatch, p
     bad = build_bad(tmp_path / "bad")
     kinds = png_kinds(tmp_path)
     paths = good + list(bad) + kinds
-    taken = []
+    taken, stacked = [], []
+    real_resized = fast_png._resized
+    monkeypatch.setattr(fast_png, "_resized", lambda stack, p: stacked.append(len(stack)) or real_resized(stack, p))
     real = fast_png._decoded
     monkeypatch.setattr(fast_png, "_decoded", lambda png, label: taken.append(label) or real(png, label))
     reasons_a, a, reasons_b, b = both_paths(paths, prep)
@@ -73,6 +78,8 @@ def test_the_same_pixels_and_reasons_as_the_pillow_path(tmp_path, monkeypatch, p
             assert np.array_equal(a[k], b[k]), f"{path.name}: the fast path's pixels differ"
     simple = {str(p) for p in kinds if p.name not in ("palette.png", "rgba.png", "exif.png")}
     assert simple <= set(taken)  # every simple PNG took the fast path
+    if prep.resize == "stretch":  # a crop resizes each image alone
+        assert stacked, "no group of images was resized together"
 
 
 def test_real_omniglot_characters_are_equal_and_take_the_fast_path(omniglot_root, tmp_path):

@@ -51,6 +51,11 @@ DECLINED_CHUNKS = frozenset({b"tRNS", b"eXIf", b"acTL"})
 # Larger images gain nothing here (decoding dwarfs Python's share) and are left to the
 # decoder that checks for decompression bombs.
 MAX_PIXELS = 4_000_000
+# Resizing together pays for images of one small size (a folder of scans or characters);
+# each new size costs a measurement of Pillow's pass order (_pass_order) that large images
+# would make slow, and a pass over one large image has no set-up worth sharing.
+STACK_MIN = 4
+STACK_MAX_PIXELS = 256 * 256
 _CHUNK = struct.Struct(">I4s")
 _IHDR = struct.Struct(">IIBBBBB")
 
@@ -179,7 +184,8 @@ def _pass_order(h: int, w: int, c: int, th: int, tw: int) -> tuple[str, str] | N
 def _write_group(rows: list[int], images: list[np.ndarray], prep: Preprocessing, buf: np.ndarray) -> None:
     """Images of one size into their rows of ``buf`` (C, H, W each), converted, resized, inverted."""
     out = None
-    if resize_box(images[0].shape[1], images[0].shape[0], prep) is None:
+    h, w = images[0].shape[:2]
+    if len(images) >= STACK_MIN and h * w <= STACK_MAX_PIXELS and resize_box(w, h, prep) is None:
         out = _resized(_converted(np.stack(images), prep.channels), prep)
     if out is None:
         out = np.stack([_crop_resized(img, prep) for img in images])
