@@ -107,8 +107,9 @@ class ResultsModel(QAbstractListModel):
         self._request_count()
 
     def show_fresh(self, patch: Callable[[Any], Any] | None) -> None:
-        """Show every record through ``patch`` (None: as read) until the next refresh; the
-        views repaint what they show, so only the pages on screen are patched now."""
+        """Show every record through ``patch`` (None again: records as read; pages patched
+        already stay so until the window re-reads them). The views repaint what they show,
+        so only the pages on screen are patched now."""
         self._patch = patch
         self._patched.clear()
         if patch is not None and self._pages:
