@@ -173,19 +173,11 @@ def refresh(ctx: EngineContext, h: JobHandle) -> Any:
 
 
 def stale_predictions(ctx: EngineContext, h: JobHandle) -> bool:
-    """Whether the project's predictions were adapted on other examples than it holds: the
-    app stopped after a correction was saved and before the refresh was written (the person's
-    label is committed first, the predictions after). The window then refreshes them."""
-    from engine.labeling.label_results import support_fingerprint
-    project = project_of(ctx)
-    current = project.current_model()
-    if current is None or ctx.model is None or not project.examples():
+    """Whether the project's predictions were adapted on other examples than it holds (the
+    app stopped between a correction and its refresh's write): the window then refreshes them."""
+    if ctx.project is None or ctx.model is None:
         return False
-    adapted_on = current[2].get("adapted_on", {}).get("fingerprint")
-    if adapted_on is None:  # predictions that did not come from adapting here: nothing to compare with
-        return False
-    records = [(class_id, project.image(image_id)) for image_id, class_id in project.examples()]
-    return adapted_on != support_fingerprint([(cid, rec.hash) for cid, rec in records if rec.usable and rec.hash])
+    return _labeler(ctx).predictions_behind()
 
 
 def warm_up(ctx: EngineContext, h: JobHandle) -> bool:

@@ -152,7 +152,10 @@ class LabelingController(QObject):
         self.submit("Checking the predictions", jobs.stale_predictions, quick=False, kind="model", done=checked)
 
     def warm_up(self) -> None:
-        self.submit("Readying corrections", jobs.warm_up, quick=True)
+        # Not a quick job: those run inside a long job's progress callbacks, and this one works
+        # on the labeler a label run may be using. A READAPT: a correction's refresh, which does
+        # the same work first, replaces it while it waits.
+        self.submit("Readying corrections", jobs.warm_up, kind=READAPT, cancellable=False)
 
     def refresh_predictions(self, shown: Callable[[], None] | None = None) -> None:
         """Re-adapt after the examples changed (a correction) and refresh every prediction.

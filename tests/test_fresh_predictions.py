@@ -68,3 +68,17 @@ def test_rows_that_are_not_finite_are_left_out():
     assert fresh.row(10) is None and fresh.row(20) == 0 and fresh.row(99) is None
     assert fresh.top.tolist() == [4, 5]
     assert fresh.scores["entropy"].tolist() == [0.9, 0.5]
+
+
+def test_predictions_behind_their_examples_are_noticed(tmp_path):
+    path = project_with_cached_embeddings(tmp_path)
+    model = load_model("omniglot")
+    with Project.open(path) as p:
+        assert not Labeler(p, model).predictions_behind()
+        recs = list(p.iter_images())
+        p.add_examples(p.classes()[1].id, [recs[20].id])  # committed; the refresh after it never ran
+        assert Labeler(p, model).predictions_behind()
+        Labeler(p, model).refresh()
+        assert not Labeler(p, model).predictions_behind()
+        p.set_model("omniglot", {})  # predictions from elsewhere record no examples: nothing to compare
+        assert not Labeler(p, model).predictions_behind()

@@ -44,7 +44,9 @@ log = logging.getLogger(__name__)
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # (bit depth, colour type) -> (mode, rawmode), as Pillow's PNG plugin reads them: grey and RGB.
-MODES = {key: value for key, value in PngImagePlugin._MODES.items() if key[1] in (0, 2) and key[0] <= 8}
+# A Pillow without this table (it is the plugin's own) leaves every PNG to the full decoder.
+MODES = {key: value for key, value in getattr(PngImagePlugin, "_MODES", {}).items()
+         if key[1] in (0, 2) and key[0] <= 8}
 # Chunks after which Pillow's pixels differ from the image data alone: transparency
 # (composited on white by engine.data.decode), EXIF (its orientation is applied), APNG.
 DECLINED_CHUNKS = frozenset({b"tRNS", b"eXIf", b"acTL"})

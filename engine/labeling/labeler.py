@@ -121,6 +121,20 @@ class Labeler:
         self._scorer_for(self._ensure_table()).score(task.predictor, task.class_ids)
         return True
 
+    def predictions_behind(self) -> bool:
+        """Whether the current predictions were adapted on other examples than the project
+        holds: a stop came after a correction was committed and before the refresh that
+        follows it was written. False when the predictions recorded no examples (written
+        elsewhere: nothing to compare with). The examples counted are those ``adapt``
+        counts: usable, with a content hash."""
+        current = self.project.current_model()
+        adapted_on = (current[2].get("adapted_on") or {}).get("fingerprint") if current else None
+        pairs = self.project.examples()
+        if adapted_on is None or not pairs:
+            return False
+        records = [(class_id, self.project.image(image_id)) for image_id, class_id in pairs]
+        return adapted_on != support_fingerprint([(c, r.hash) for c, r in records if r.usable and r.hash])
+
     def adapt(self) -> AdaptedTask:
         """Adapt on the examples: a head on their cached embeddings (head-only methods;
         examples not embedded yet are embedded first), else on their pixels."""
