@@ -3,6 +3,7 @@
     python benchmarks/bench_calibration.py photos [--episodes 300]
     python benchmarks/bench_calibration.py omniglot [--episodes 600]
     python benchmarks/bench_calibration.py fit-kappa
+    python benchmarks/bench_calibration.py fit-typical
 
 - ``photos``: the bundled ``photos`` model on real photos (benchmarks/photo_sets.py's
   test set, Tux Paint's photo stamps), N-way K-shot episodes with up to 10 queries per
@@ -15,6 +16,11 @@
   changes anything with 2+ examples per class).
 - ``fit-kappa``: the scale rule's constant that maximises the likelihood of 1-shot
   2- to 6-way tasks on the calibration set (GCompris photos), as KAPPA was chosen.
+- ``fit-typical``: the one-shot unit of the OOD score (engine.methods.prototypes.
+  ONE_SHOT_TYPICAL): over 1-shot tasks, the median query's distance to its nearest
+  prototype over the median distance between prototypes, on the calibration photos
+  (cosine) and on the omniglot model's background alphabets (squared Euclidean); then
+  what the unit gives on the sets the results are reported on.
 
 Prints a markdown table; the figures in docs/CALIBRATION.md come from these runs.
 """
@@ -167,10 +173,62 @@ def run_fit_kappa(args) -> None:
     print(f"\nmaximum likelihood: kappa = {best[1]:.1f}")
 
 
+def _typical_ratios(tasks) -> np.ndarray:
+    """Per 1-shot task (support z, query z): median nearest-prototype distance / median prototype distance."""
+    from engine.methods.prototypes import pairwise_distance, prototype_scale
+    out = []
+    for zs, zq, distance in tasks:
+        out.append(float(pairwise_distance(zq, zs, distance).amin(1).median()) / prototype_scale(zs, distance))
+    return np.array(out)
+
+
+def _omniglot_one_shot(args, split: str, way: int, episodes: int):
+    from engine.data.sampler import EpisodeSampler
+    from engine.model_store import load_model
+    from engine.training.datasets import open_dataset
+    model = load_model("omniglot")
+    data = open_dataset("omniglot", str(args.omniglot), split, model.preprocessing)
+    for ep in EpisodeSampler(data, way, 1, 15, seed=0).iter_from(0, episodes):
+        z = model.learner.embed(torch.cat([ep.support_x, ep.query_x])).double()
+        yield z[:way], z[way:], "euclidean"
+
+
+def run_fit_typical(args) -> None:
+    from engine.methods.prototypes import ONE_SHOT_TYPICAL
+    from photo_sets import build
+    root = build(args.root)
+    sets = {"cosine": [], "euclidean": []}
+    print("| 1-shot tasks (fit) | median of ratio | 10th-90th percentile |\n|---|---|---|")
+    z, labels, _ = photo_embeddings(root, "calib")
+    for way in range(2, int(labels.max()) + 2):
+        r = _typical_ratios((z[s].double(), z[q].double(), "cosine")
+                            for s, _y, q, _qy in photo_episodes(labels, way, 1, args.episodes, seed=5))
+        sets["cosine"].append(r)
+        print(f"| calibration photos, {way}-way | {np.median(r):.3f} | {np.percentile(r, 10):.3f}-{np.percentile(r, 90):.3f} |")
+    for way in (5, 20):
+        r = _typical_ratios(_omniglot_one_shot(args, "background", way, args.episodes))
+        sets["euclidean"].append(r)
+        print(f"| omniglot background, {way}-way | {np.median(r):.3f} | {np.percentile(r, 10):.3f}-{np.percentile(r, 90):.3f} |")
+    fitted = {k: float(np.median(np.concatenate(v))) for k, v in sets.items()}
+    print(f"\nfitted: {', '.join(f'{k} {v:.3f}' for k, v in fitted.items())}; in use: {ONE_SHOT_TYPICAL}\n")
+    print("| 1-shot tasks (reported sets) | median own-query score | share over the flag (2) |\n|---|---|---|")
+    z, labels, _ = photo_embeddings(root, "test")
+    checks = [(f"test photos, {w}-way", ((z[s].double(), z[q].double(), "cosine")
+                                         for s, _y, q, _qy in photo_episodes(labels, w, 1, args.episodes)))
+              for w in (3, 5, 10)]
+    checks += [(f"omniglot evaluation, {w}-way", _omniglot_one_shot(args, "evaluation", w, args.episodes))
+               for w in (5, 20)]
+    from engine.methods.prototypes import pairwise_distance, prototype_scale
+    for name, tasks in checks:
+        scores = np.concatenate([(pairwise_distance(zq, zs, d).amin(1)
+                                  / (ONE_SHOT_TYPICAL[d] * prototype_scale(zs, d))).numpy() for zs, zq, d in tasks])
+        print(f"| {name} | {np.median(scores):.2f} | {100 * (scores > 2).mean():.1f}% |")
+
+
 def main() -> int:
     from photo_sets import DEFAULT_ROOT
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=("photos", "omniglot", "fit-kappa"))
+    p.add_argument("what", choices=("photos", "omniglot", "fit-kappa", "fit-typical"))
     p.add_argument("--episodes", type=int, default=None)
     p.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="photo sets (built when missing)")
     p.add_argument("--omniglot", type=Path, default=ROOT.parent / "shared" / "data" / "omniglot")
@@ -182,6 +240,9 @@ def main() -> int:
     elif args.what == "omniglot":
         args.episodes = args.episodes or 600
         run_omniglot(args)
+    elif args.what == "fit-typical":
+        args.episodes = args.episodes or 100
+        run_fit_typical(args)
     else:
         args.episodes = args.episodes or 100
         run_fit_kappa(args)

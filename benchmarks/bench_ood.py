@@ -4,9 +4,12 @@ Each episode takes `way` classes of the Tux Paint test photos (benchmarks/photo_
 with `shot` examples each, 10 queries per class, and as many queries again from two
 classes left out of the examples. For each head: accuracy and ECE on the episode's own
 queries, and the AUROC of every score it gives for telling left-out images from the
-rest (engine/training/ood.py), with 95% intervals over episodes.
+rest (engine/training/ood.py), with 95% intervals over episodes. "flagged" is the share
+of each group past the `ood_score` flag (2) that shows "Looks like none of these
+classes" in the app. ``--pool``: also the transductive experiment of
+benchmarks/pool_mixture.py (scored on own and left-out queries together).
 
-    .venv/bin/python benchmarks/bench_ood.py [--episodes 300] [--kappa0 0.1]
+    .venv/bin/python benchmarks/bench_ood.py [--episodes 300] [--kappa0 0.1] [--pool]
 """
 from __future__ import annotations
 
@@ -27,8 +30,10 @@ from photo_sets import DEFAULT_ROOT  # noqa: E402
 
 from engine.methods.bayes_proto import BayesProto  # noqa: E402
 from engine.methods.protonet import ProtoNet  # noqa: E402
+from engine.methods.uncertainty import BY_NAME  # noqa: E402
 from engine.training.metrics import CalibrationTally  # noqa: E402
-from engine.training.ood import OODTally, prediction_scores  # noqa: E402
+from engine.training.metrics import mean_ci95  # noqa: E402
+from engine.training.ood import OODTally, auroc, prediction_scores  # noqa: E402
 
 TASKS = ((5, 1), (5, 5), (3, 5))
 LEFT_OUT = 2
@@ -58,6 +63,7 @@ def main() -> int:
     p.add_argument("--episodes", type=int, default=300)
     p.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     p.add_argument("--kappa0", type=float, default=0.1)
+    p.add_argument("--pool", action="store_true", help="add the transductive pool-mixture experiment")
     args = p.parse_args()
     from photo_sets import build
     z, labels, classes = photo_embeddings(build(args.root), "test")
@@ -66,12 +72,15 @@ def main() -> int:
              "bayes-proto": BayesProto(identity, BayesProto.Config(distance="cosine", kappa0=args.kappa0))}
     print(f"photos model on {len(labels)} Tux Paint photos, {len(classes)} classes; {LEFT_OUT} classes left out "
           f"per episode; {args.episodes} episodes per task\n")
-    print("| task | head | accuracy % | ECE | adapt ms | AUROC per score (left-out vs own queries) |")
-    print("|---|---|---|---|---|---|")
+    flag = BY_NAME["ood_score"].flag
+    print("| task | head | accuracy % | ECE | adapt ms | flagged: own / left-out | AUROC per score (left-out vs own queries) |")
+    print("|---|---|---|---|---|---|---|")
     for way, shot in TASKS:
         cal = {n: CalibrationTally() for n in heads}
         ood = {n: OODTally() for n in heads}
         seconds = {n: 0.0 for n in heads}
+        flagged = {n: [0, 0, 0, 0] for n in heads}  # own flagged, own, left-out flagged, left-out
+        pool: list[float] = []
         for s_idx, s_y, q_idx, q_y, o_idx in episodes(labels, way, shot, args.episodes):
             for name, head in heads.items():
                 t0 = time.perf_counter()
@@ -80,12 +89,24 @@ def main() -> int:
                 inside, outside = task.predict_embeddings(z[q_idx]), task.predict_embeddings(z[o_idx])
                 cal[name].add(inside.probs.numpy(), q_y)
                 ood[name].add(prediction_scores(inside), prediction_scores(outside))
+                for k, part in enumerate((inside, outside)):
+                    flagged[name][2 * k] += int((part.scores["ood_score"] > flag).sum())
+                    flagged[name][2 * k + 1] += len(part.scores["ood_score"])
+            if args.pool:
+                from pool_mixture import pool_outlier_share
+                share = pool_outlier_share(z[s_idx], s_y, way, z[np.concatenate([q_idx, o_idx])]).numpy()
+                pool.append(auroc(share[:len(q_idx)], share[len(q_idx):]))
         for name in heads:
             s = cal[name].summary()
             aurocs = ", ".join(f"{k} {m:.3f} ± {c:.3f}" for k, (m, c) in
                                sorted(ood[name].summary().items(), key=lambda kv: -kv[1][0]))
+            f = flagged[name]
             print(f"| {way}-way {shot}-shot | {name} | {100 * s['accuracy']:.1f} ± {100 * s['ci95']:.1f} | "
-                  f"{s['ece']:.3f} | {1e3 * seconds[name] / args.episodes:.2f} | {aurocs} |")
+                  f"{s['ece']:.3f} | {1e3 * seconds[name] / args.episodes:.2f} | "
+                  f"{100 * f[0] / f[1]:.1f}% / {100 * f[2] / f[3]:.1f}% | {aurocs} |")
+        if args.pool:
+            m, c = mean_ci95(pool)
+            print(f"| {way}-way {shot}-shot | pool mixture (experiment) | | | | | pool_share {m:.3f} ± {c:.3f} |")
     return 0
 
 

@@ -53,7 +53,7 @@ from engine.errors import FewShotError
 from engine.methods.base import MetaLearner, MethodConfig, Prediction, Predictor, check_support, eval_forward
 from engine.methods.calibration import Temperature, choose_temperature, held_out_folds, map_scale, prototype_scale
 from engine.methods.draws import antithetic_normals, average_draws, canonical
-from engine.methods.prototypes import DISTANCES, prototypes_of, support_spread
+from engine.methods.prototypes import DISTANCES, ood_scale, prototypes_of, support_spread
 
 OUTPUTS = ("probs", "entropy", "ood_score", "mutual_info", "aleatoric")
 A0 = 1.0  # the variance prior's shape: as weak as a proper prior gets
@@ -278,7 +278,7 @@ class BayesProto(MetaLearner):
             beta = self._fitted_beta(z, support_y, n_classes, counts, beta, seed)
         post = self.posterior(z, support_y, n_classes, beta, torch.Generator(device=z.device).manual_seed(seed))
         protos = prototypes_of(z, support_y, n_classes)
-        spread = support_spread(z, support_y, protos, self.config.distance)
+        spread = ood_scale(z, support_y, protos, self.config.distance)
         return BayesProtoHead(post, spread, unit, self.backbone, temperature)
 
     def _fitted_beta(self, z: Tensor, y: Tensor, n_classes: int, counts: Tensor, start: float, seed: int) -> float:

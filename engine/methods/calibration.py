@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from engine.methods.prototypes import pairwise_distance, prototypes_of
+from engine.methods.prototypes import pairwise_distance, prototype_scale, prototypes_of
 
 #: Scale rule: logits = -KAPPA * distance / median prototype distance. Fitted (maximum
 #: likelihood, 1-shot 2- to 6-way tasks) on a calibration set of GCompris photos, not
@@ -66,17 +66,6 @@ class Temperature:
             return f"fitted on {self.held_out} held-out example{'s' if self.held_out != 1 else ''}"
         return {"learned": "learned in meta-training", "rule": "default for one example per class",
                 "single": "one class: nothing to calibrate"}.get(self.source, self.source)
-
-
-def prototype_scale(protos: Tensor, distance: str) -> float | None:
-    """Median distance between distinct prototypes (None with fewer than two)."""
-    c = protos.shape[0]
-    if c < 2:
-        return None
-    d = pairwise_distance(protos.double(), protos.double(), distance)
-    iu = torch.triu_indices(c, c, 1)
-    value = float(d[iu[0], iu[1]].median())
-    return value if value > 0 and math.isfinite(value) else None
 
 
 def rule_temperature(protos: Tensor, distance: str) -> float:

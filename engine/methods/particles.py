@@ -24,7 +24,7 @@ from engine.methods.base import Prediction, Predictor, check_support
 from engine.methods.draws import average_draws
 from engine.methods.gradient_base import AdaptedNetwork, BakedNetwork, GradientConfig, GradientLearner
 from engine.methods.inner_loop import Weights, training_mode
-from engine.methods.prototypes import pairwise_distance, prototypes_of, support_spread
+from engine.methods.prototypes import ood_scale, pairwise_distance, prototypes_of
 
 START_NOISE = 0.01  # relative to each weight's own spread
 
@@ -144,7 +144,7 @@ class EnsembleNetwork(Predictor):
     def of(cls, members: list[AdaptedNetwork], support_x: Tensor, support_y: Tensor) -> "EnsembleNetwork":
         z = members[0].embed(support_x)
         protos = prototypes_of(z, support_y, members[0].class_count)
-        return cls(members, protos, support_spread(z, support_y, protos, "euclidean"))
+        return cls(members, protos, ood_scale(z, support_y, protos, "euclidean"))
 
     def predict(self, x: Tensor) -> Prediction:
         logits = torch.stack([m.logits(x) for m in self.members]).float()

@@ -18,7 +18,8 @@ from torch import Tensor, nn
 from engine.errors import FewShotError
 from engine.methods.base import MetaLearner, MethodConfig, Prediction, Predictor, check_support, eval_forward
 from engine.methods.calibration import Temperature, choose_temperature
-from engine.methods.prototypes import DISTANCES, pairwise_distance, proto_outputs, prototypes_of, support_spread
+from engine.methods.prototypes import (DISTANCES, ood_scale, pairwise_distance, proto_outputs, prototypes_of,
+                                       support_spread)
 
 __all__ = ["ProtoNet", "ProtoNetConfig", "ProtoHead", "ProtoHeadModule", "pairwise_distance", "prototypes_of",
            "support_spread"]
@@ -174,7 +175,7 @@ class ProtoNet(MetaLearner):
         n_classes = check_support(support_y, n_classes, support_z.shape[0])
         support_z = support_z.float()
         protos = prototypes_of(support_z, support_y, n_classes)
-        spread = support_spread(support_z, support_y, protos, self.distance)
+        spread = ood_scale(support_z, support_y, protos, self.distance)
         temperature = choose_temperature(support_z, support_y, n_classes, self.distance,
                                          self.learned_temperature(), fit=self.config.calibrate)
         return ProtoHead(protos, spread, self.distance, temperature.value, backbone=self.backbone,

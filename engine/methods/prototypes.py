@@ -8,11 +8,21 @@ reductions run down contiguous rows.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 DISTANCES = ("euclidean", "cosine")
+#: With one example per class there is no within-class scatter to measure, so the OOD
+#: score's unit (a class member's typical distance to its prototype) is taken as this
+#: fraction of the median distance between the prototypes. Medians over 1-shot tasks on
+#: data the reported results do not use (the omniglot model's background alphabets; the
+#: GCompris calibration photos): benchmarks/bench_calibration.py fit-typical,
+#: docs/CALIBRATION.md. The older rule (a fraction of the *closest* pair) put a typical
+#: Omniglot query at 1.8 to 3.1 by the way, past the "unusual" flag for 43-81% of them.
+ONE_SHOT_TYPICAL = {"euclidean": 0.244, "cosine": 0.842}
 
 
 def pairwise_distance(z: Tensor, protos: Tensor, distance: str) -> Tensor:
@@ -43,6 +53,17 @@ def prototypes_of(z: Tensor, y: Tensor, n_classes: int) -> Tensor:
     return sums / counts[:, None]
 
 
+def prototype_scale(protos: Tensor, distance: str) -> float | None:
+    """Median distance between distinct prototypes (None with fewer than two)."""
+    c = protos.shape[0]
+    if c < 2:
+        return None
+    d = pairwise_distance(protos.double(), protos.double(), distance)
+    iu = torch.triu_indices(c, c, 1)
+    value = float(d[iu[0], iu[1]].median())
+    return value if value > 0 and math.isfinite(value) else None
+
+
 def support_spread(z: Tensor, y: Tensor, protos: Tensor, distance: str) -> Tensor:
     """The typical distance of a class member to its prototype, from the support set.
 
@@ -50,6 +71,8 @@ def support_spread(z: Tensor, y: Tensor, protos: Tensor, distance: str) -> Tenso
     prototype was fitted to those same points); with one shot everywhere,
     a quarter of the closest prototype pair's distance (the radius at which
     classes would touch); with a single 1-shot class, the embeddings' own scale.
+    bayes-proto's variance prior uses it as it is; the OOD score's unit is
+    :func:`ood_scale`, whose one-shot rule is measured.
     """
     n_classes = protos.shape[0]
     counts = torch.bincount(y, minlength=n_classes)
@@ -65,6 +88,17 @@ def support_spread(z: Tensor, y: Tensor, protos: Tensor, distance: str) -> Tenso
     else:
         spread = (z * z).sum(1).mean() if distance == "euclidean" else torch.tensor(0.5, dtype=z.dtype)
     return spread.clamp_min(1e-8)
+
+
+def ood_scale(z: Tensor, y: Tensor, protos: Tensor, distance: str) -> Tensor:
+    """What the OOD score divides by, so that a typical class member scores about 1:
+    :func:`support_spread` when some class has two or more examples, else
+    :data:`ONE_SHOT_TYPICAL` times the median distance between the prototypes."""
+    counts = torch.bincount(y, minlength=protos.shape[0])
+    scale = prototype_scale(protos, distance) if not (counts > 1).any() else None
+    if scale is None:
+        return support_spread(z, y, protos, distance)
+    return torch.tensor(ONE_SHOT_TYPICAL[distance] * scale, dtype=z.dtype, device=z.device)
 
 
 def proto_outputs(d: Tensor, temperature: float | Tensor, spread: float | Tensor, class_dim: int = 1

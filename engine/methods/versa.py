@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from engine.errors import FewShotError
 from engine.methods.base import MetaLearner, MethodConfig, Prediction, Predictor, check_support, eval_forward
 from engine.methods.draws import antithetic_normals, average_draws, canonical
-from engine.methods.prototypes import prototypes_of, support_spread
+from engine.methods.prototypes import ood_scale, prototypes_of
 
 OUTPUTS = ("probs", "entropy", "ood_score", "mutual_info", "aleatoric")
 
@@ -198,5 +198,5 @@ class Versa(MetaLearner):
         protos = prototypes_of(z, y, n_classes)
         head = {"mean": mean, "log_var": log_var,
                 "xi": antithetic_normals((self.config.samples, n_classes), generator, mean),
-                "protos": protos, "spread": support_spread(z, y, protos, "euclidean").reshape(())}
+                "protos": protos, "spread": ood_scale(z, y, protos, "euclidean").reshape(())}
         return VersaHead(head, self.backbone)
