@@ -11,7 +11,8 @@ class Episode:
     """Support and query images of one task; labels are 0..way-1 in class order.
 
     Images are float tensors (n, C, H, W) already normalised for the backbone.
-    ``classes`` are the dataset's class indices behind labels 0..way-1.
+    ``classes`` are the dataset's class indices behind labels 0..way-1. ``outside_x``:
+    images of classes outside the episode (EpisodeSampler's ``outside``), or None.
     """
 
     support_x: Tensor
@@ -22,6 +23,7 @@ class Episode:
     shot: int
     query: int
     classes: list[int]
+    outside_x: Tensor | None = None
 
     def to(self, device) -> "Episode":
         return Episode(
@@ -30,4 +32,5 @@ class Episode:
             self.query_x.to(device, non_blocking=True),
             self.query_y.to(device, non_blocking=True),
             self.way, self.shot, self.query, self.classes,
+            None if self.outside_x is None else self.outside_x.to(device, non_blocking=True),
         )

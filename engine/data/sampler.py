@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from engine.data.class_dataset import ClassDataset
 from engine.data.episodes import Episode
@@ -26,11 +27,14 @@ _END = object()
 class EpisodeSampler:
     """``sampler[i]`` is episode ``i``: ``way`` classes drawn without replacement, and
     ``shot + query`` distinct images from each; labels 0..way-1 follow the order the
-    classes were drawn in, support and query are ordered class by class."""
+    classes were drawn in, support and query are ordered class by class. With ``outside``
+    > 0 each episode also carries that many images of classes outside it (``outside_x``,
+    :meth:`outside_images`), for training or judging "none of these"."""
 
-    def __init__(self, dataset: ClassDataset, way: int, shot: int, query: int, seed: int = 0):
+    def __init__(self, dataset: ClassDataset, way: int, shot: int, query: int, seed: int = 0, outside: int = 0):
         self.dataset = dataset
         self.way, self.shot, self.query, self.seed = int(way), int(shot), int(query), int(seed)
+        self.outside = max(0, int(outside))
         self._check()
         self._sizes = np.asarray(dataset.class_sizes(), dtype=np.int64)
 
@@ -63,6 +67,18 @@ class EpisodeSampler:
         idx = np.stack([rng.choice(int(self._sizes[c]), size=n, replace=False) for c in classes])
         return classes, idx
 
+    def outside_images(self, i: int, classes: Iterable[int], count: int) -> Tensor:
+        """``count`` images of classes not in episode ``i`` (its ``classes``), drawn from a
+        stream of their own keyed by (seed, i): the episode's own draws are those of a
+        sampler without them. Empty when every class is in the episode."""
+        others = np.setdiff1d(np.arange(len(self._sizes)), np.asarray(list(classes)))
+        if others.size == 0 or count <= 0:
+            return torch.empty(0)
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed % 2**63, i, 1])))
+        picked = rng.choice(others, size=count, replace=True)
+        idx = np.array([rng.integers(int(self._sizes[c])) for c in picked])[:, None]
+        return self.dataset.gather(torch.from_numpy(picked), torch.from_numpy(idx))
+
     def __getitem__(self, i: int) -> Episode:
         classes, idx = self.indices(i)
         x = self.dataset.gather(torch.from_numpy(classes), torch.from_numpy(idx))
@@ -75,6 +91,7 @@ class EpisodeSampler:
             query_y=labels.repeat_interleave(self.query),
             way=self.way, shot=self.shot, query=self.query,
             classes=[int(c) for c in classes],
+            outside_x=self.outside_images(i, classes, self.outside) if self.outside else None,
         )
 
     def __iter__(self) -> Iterator[Episode]:

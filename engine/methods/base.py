@@ -223,6 +223,11 @@ class MetaLearner(nn.Module):
         """The backbone's weights were loaded from elsewhere (``--init-from``); a method
         that keeps copies of them renews those (default: nothing to do)."""
 
+    def outside_per_episode(self, way: int, query: int) -> int:
+        """How many images of classes outside each training episode its meta-loss uses
+        (``Episode.outside_x``); default none."""
+        return 0
+
     def meta_loss(self, episode: "Episode") -> tuple[Tensor, dict[str, float]]:
         raise NotImplementedError
 

@@ -39,6 +39,10 @@ from engine.methods.prototypes import pairwise_distance, prototype_scale, protot
 #: likelihood, 1-shot 2- to 6-way tasks) on a calibration set of GCompris photos, not
 #: on the photos the results are reported on (docs/CALIBRATION.md).
 KAPPA = 14.5
+#: The outer learning rate, at least, of a learned temperature or logit scale: one number
+#: that calibration hangs on, which at a fine-tuning rate (1e-4) a few thousand outer steps
+#: could not move (methods' optimizer_groups).
+SCALE_LR = 1e-2
 #: Prior on log T around the default: one standard deviation is a factor e = 2.7. A narrower
 #: prior (0.5) was 0.01 better calibrated on 2-shot photos, but when the default was 20x off
 #: (a domain unlike the calibration photos) it left ECE at 0.19 where this one gets 0.06.

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from engine.errors import ExportError, FewShotError
 from engine.methods.adaptation import adapt_weights
 from engine.methods.base import MetaLearner, MethodConfig, Prediction, Predictor, check_support
+from engine.methods.calibration import SCALE_LR
 from engine.methods.inner_loop import (
     BN_MODES,
     FunctionalNet,
@@ -37,7 +38,6 @@ from engine.methods.inner_loop import (
 from engine.methods.oom import halving_on_oom
 
 log = logging.getLogger(__name__)
-SCALE_LR = 1e-2  # the outer rate of the logit scale, at least (see optimizer_groups)
 
 
 @dataclass

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 
 import torch
 
-import numpy as np
-
 from engine.methods.base import MetaLearner, Prediction
 from engine.training.metrics import CalibrationTally, mean_ci95
 from engine.training.ood import OODTally, prediction_scores
@@ -54,16 +52,8 @@ class EpisodeScore:
 
 
 def outside_queries(sampler, i: int, classes: list[int], count: int) -> torch.Tensor:
-    """``count`` images of classes not in episode ``i`` (its ``classes``), drawn from a
-    stream of their own keyed by (seed, i)."""
-    sizes = np.asarray(sampler.dataset.class_sizes(), dtype=np.int64)
-    others = np.setdiff1d(np.arange(len(sizes)), np.asarray(classes))
-    if others.size == 0 or count == 0:
-        return torch.empty(0)
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([sampler.seed % 2**63, i, 1])))
-    picked = rng.choice(others, size=count, replace=True)
-    idx = np.array([rng.integers(int(sizes[c])) for c in picked])[:, None]
-    return sampler.dataset.gather(torch.from_numpy(picked), torch.from_numpy(idx))
+    """``count`` images of classes not in episode ``i`` (EpisodeSampler.outside_images)."""
+    return sampler.outside_images(i, classes, count)
 
 
 def evaluate_episodes(learner: MetaLearner, sampler, episodes: int, device: torch.device,

@@ -74,6 +74,8 @@ class Trainer:
         self.learner = build_method(cfg.method, backbone, cfg.method_config, who="the method options").to(self.device)
         if self.group.world_size > 1:
             torch.manual_seed(cfg.seed + 7919 * self.group.rank)  # but a stochastic method's draws differ per rank
+        if cfg.dataset != "unlabeled":
+            self.sampler.outside = self.learner.outside_per_episode(cfg.way, cfg.query)
         if cfg.init_from and resume_from is None:
             self._init_backbone(cfg.init_from)
         if self.device.type == "cpu":
