@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -129,7 +130,7 @@ def test_a_fewshot_file_opens_in_the_app_through_gio(tmp_path):
     for _ in range(100):
         if opened.exists() and opened.read_text():
             break
-        subprocess.run(["sleep", "0.1"])
+        time.sleep(0.1)
     assert opened.read_text().splitlines() == [str(project)]
 
     out = subprocess.run([str(bundle / "install-linux.sh"), "--uninstall"], env=env, capture_output=True, text=True,
@@ -148,6 +149,17 @@ def test_install_refuses_a_folder_that_is_not_a_bundle(tmp_path):
     out = subprocess.run(["sh", str(script)], env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and out.stderr.startswith("error:") and "unpacked" in out.stderr
+
+
+@pytest.mark.parametrize("name", ["a&b", "a|b", "100%"])
+def test_install_refuses_a_path_its_desktop_entry_cannot_carry(tmp_path, name):
+    """sed would read & and | in the path as its own syntax, and % is a field code in Exec."""
+    bundle = _fake_bundle(tmp_path / name / "fewshot-labeler-cpu", tmp_path / "opened.txt")
+    home = tmp_path / "home"
+    out = subprocess.run([str(bundle / "install-linux.sh")], env={"PATH": os.environ["PATH"], "HOME": str(home)},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stderr.startswith("error:") and "move the folder" in out.stderr
+    assert not (home / ".local").exists()
 
 
 def test_icons_are_the_svg_rendered_at_every_size(qapp, tmp_path):
@@ -229,7 +241,8 @@ def test_size_report_sorts_files_into_parts(tmp_path):
     assert sizes["parts"] == {build.CUDA_PART: 700, "PyTorch (CPU code)": 300, "Qt (PySide6, shiboken6)": 40,
                               build.REST_PART: 17, "models (omniglot, omniglot-maml, photos weights)": 5}
     assert list(sizes["parts"])[0] == build.CUDA_PART  # largest first
-    assert "fewshot-labeler-cpu" in build.report("cpu", sizes)
+    lines = build.report("cpu", sizes).splitlines()
+    assert [line.split("MiB  ", 1)[1] for line in lines[1:6]] == list(sizes["parts"])  # a line per part, in order
 
 
 def test_unknown_variant_is_refused():

@@ -43,9 +43,10 @@ if [ ! -x "$HERE/fewshot-gui" ] || [ ! -d "$HERE/share/applications" ]; then
     exit 2
 fi
 case "$HERE" in
-    *[\"\`\$\\]*)
-        echo "error: the folder's path $HERE contains a quote, backquote, dollar or backslash, which a desktop" \
-             "entry cannot launch; move the folder elsewhere and run this again" >&2
+    # & and | would be read by the sed below as its own syntax; % is a field code in Exec lines.
+    *[\"\`\$\\\&\|%]*)
+        echo "error: the folder's path $HERE contains a quote, backquote, dollar, backslash, &, | or %, which a" \
+             "desktop entry cannot launch; move the folder elsewhere and run this again" >&2
         exit 2 ;;
 esac
 
