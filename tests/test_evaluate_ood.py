@@ -11,7 +11,6 @@ from engine.cli import main
 from engine.data.sampler import EpisodeSampler
 from engine.model_store import load_model
 from engine.training.datasets import open_dataset
-from engine.training.evaluate import outside_queries
 from engine.training.ood import auroc
 
 
@@ -28,9 +27,9 @@ def test_outside_queries_come_from_classes_outside_the_episode(omniglot_root):
     data = open_dataset("omniglot", str(omniglot_root), "small1", model.preprocessing)
     sampler = EpisodeSampler(data, 5, 1, 2, seed=3)
     ep = sampler[4]
-    x = outside_queries(sampler, 4, ep.classes, 10)
+    x = sampler.outside_images(4, ep.classes, 10)
     assert x.shape == (10, *ep.query_x.shape[1:])
-    again = outside_queries(sampler, 4, ep.classes, 10)
+    again = sampler.outside_images(4, ep.classes, 10)
     assert np.array_equal(x.numpy(), again.numpy())  # a pure function of (seed, episode)
     # Not one of them is an image of the episode's classes.
     own = {tuple(data.get(c, range(data.class_sizes()[c])).flatten(1).sum(1).tolist()) for c in ep.classes}

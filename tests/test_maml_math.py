@@ -207,7 +207,7 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(omniglot_ro
 def test_the_logit_scale_learns_at_its_own_rate_even_when_fine_tuning_slowly(omniglot_root, tmp_path):
     """Calibration hangs on one number; at a fine-tuning rate of 1e-4, 5 outer steps of Adam
     could move it by at most 5e-4, so it has a rate of its own."""
-    from engine.methods.gradient_base import SCALE_LR
+    from engine.methods.calibration import SCALE_LR
     cfg = TrainConfig(dataset="omniglot", data_root=str(omniglot_root), split="small1", out=str(tmp_path / "run"),
                       method="anil", way=3, shot=1, query=2, episodes=5, lr=1e-4, seed=1, log_every=1)
     trainer = Trainer(cfg)

@@ -212,13 +212,12 @@ class ProtoNet(MetaLearner):
         n_query = episode.query_x.shape[0]
         logits = -d[:n_query] * self.train_temperature
         loss = F.cross_entropy(logits, episode.query_y)
-        acc = (logits.argmax(1) == episode.query_y).float().mean()
-        stats = {"loss": loss.item(), "acc": acc.item()}
+        # "loss" stays the queries' cross-entropy, the quantity the training curves name.
+        stats = {"loss": loss.item(), "acc": (logits.argmax(1) == episode.query_y).float().mean().item()}
         if extra and episode.way > 1:
             term = open_set_ranking(d, n_query, protos, self.distance)
             stats["open_set"] = term.item()
             loss = loss + self.config.open_set_weight * term
-            stats["loss"] = loss.item()
         return loss, stats
 
     @torch.no_grad()

@@ -51,11 +51,6 @@ class EpisodeScore:
                    if self.ood is not None else {})}
 
 
-def outside_queries(sampler, i: int, classes: list[int], count: int) -> torch.Tensor:
-    """``count`` images of classes not in episode ``i`` (EpisodeSampler.outside_images)."""
-    return sampler.outside_images(i, classes, count)
-
-
 def evaluate_episodes(learner: MetaLearner, sampler, episodes: int, device: torch.device,
                       progress: Callable[[int, int], None] | None = None, ood: bool = False) -> EpisodeScore:
     """Adapt on each episode's support set and score its query set, for episodes 0..episodes-1
@@ -66,7 +61,7 @@ def evaluate_episodes(learner: MetaLearner, sampler, episodes: int, device: torc
     adapt_s = 0.0
     for i, ep in enumerate(sampler.iter_from(0, episodes)):
         ep = ep.to(device)
-        outside = outside_queries(sampler, i, ep.classes, ep.query_x.shape[0]).to(device) if ood else None
+        outside = sampler.outside_images(i, ep.classes, ep.query_x.shape[0]).to(device) if ood else None
         pred, pred_out, seconds = _predict(learner, ep, outside)
         adapt_s += seconds
         tally.add(pred.probs.detach().float().cpu().numpy(), ep.query_y.cpu().numpy())
