@@ -13,7 +13,9 @@ it saves. Every export checks ONNX against PyTorch on the examples (to 1e-4).
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -25,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 CACHE = tempfile.mkdtemp(prefix="bench-export-cache-")
+atexit.register(shutil.rmtree, CACHE, True)  # the exported backbone it leaves is ours to remove
 os.environ["FEWSHOT_CACHE_DIR"] = CACHE  # a cache of its own: the "cold" rows delete from it
 
 from engine.runtime import tune_cpu_allocator  # noqa: E402

@@ -12,7 +12,7 @@ onnxruntime (``ort``), each as one stream with every thread (``thr``) or one
 single-threaded stream per core (``str``). ``label`` runs with the backend the
 labeler's ``auto`` picks (named in the table); ``naive`` is a loop that decodes a batch with
 Pillow (``load_uint8``, what a straightforward loop does; the labeler decodes small PNGs with
-libpng, engine/data/fast_png.py) and then runs it; ``camera`` is a set of generated
+Pillow's own zip decoder without its Python around it, engine/data/fast_png.py) and then runs it; ``camera`` is a set of generated
 12-megapixel JPEGs, which both decode at a reduced scale;
 "decoding alone" is the decode threads with no forward pass at all (a ceiling for
 any pipeline). "onnxruntime forward on one core" is the other way to read the

@@ -141,12 +141,12 @@ class LabelingController(QObject):
 
         self.submit("Labeling", jobs.label_and_count, done=done, kind="labeling")
 
-    def project_opened(self, stale: Callable[[], None]) -> None:
-        """After a project opened with its model: predictions a stop left behind are refreshed
-        (``stale`` is told), else the next correction's refresh is readied."""
+    def project_opened(self) -> None:
+        """After a project opened with its model: predictions a stop left behind are refreshed,
+        else the next correction's refresh is readied."""
         def checked(is_stale: bool) -> None:
             if is_stale:
-                stale()
+                self.refresh_predictions()
             else:
                 self.warm_up()
         self.submit("Checking the predictions", jobs.stale_predictions, quick=False, kind="model", done=checked)
@@ -169,7 +169,8 @@ class LabelingController(QObject):
         job_id = self.submit("Updating predictions", jobs.refresh, done=lambda _r: self.reload(), kind=READAPT)
         if shown is not None:
             self._shown[job_id] = shown
-            QTimer.singleShot(SHOWN_FALLBACK_MS, lambda: self._fire_shown(job_id))
+            # With self as context: a window closed in the meantime gets no late reload.
+            QTimer.singleShot(SHOWN_FALLBACK_MS, self, lambda: self._fire_shown(job_id))
 
     def _fire_shown(self, job_id: int, *_args: Any) -> None:
         shown = self._shown.pop(job_id, None)

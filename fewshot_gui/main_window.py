@@ -346,7 +346,7 @@ class MainWindow(WindowChrome, QMainWindow):
         if model_spec is not None:  # ... and with its head (the worker runs this after the load)
             self.submit("Restoring the method", jobs.restore_method, quick=False, kind="model",
                         done=lambda info: info is not None and self._show_model(model_spec, info))
-            self.labeling_jobs.project_opened(self.labeling_jobs.refresh_predictions)
+            self.labeling_jobs.project_opened()
 
     def _opened_for_import(self, folder: str) -> None:
         self.import_examples(folder)

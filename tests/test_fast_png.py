@@ -68,7 +68,12 @@ def test_the_same_pixels_and_reasons_as_the_pillow_path(tmp_path, monkeypatch, p
     paths = good + list(bad) + kinds
     taken, stacked = [], []
     real_resized = fast_png._resized
-    monkeypatch.setattr(fast_png, "_resized", lambda stack, p: stacked.append(len(stack)) or real_resized(stack, p))
+    def resized(stack, p):  # records the groups the stacked resize really produced (None: it fell back)
+        out = real_resized(stack, p)
+        if out is not None:
+            stacked.append(len(stack))
+        return out
+    monkeypatch.setattr(fast_png, "_resized", resized)
     real = fast_png._decoded
     monkeypatch.setattr(fast_png, "_decoded", lambda png, label: taken.append(label) or real(png, label))
     reasons_a, a, reasons_b, b = both_paths(paths, prep)
