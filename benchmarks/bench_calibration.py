@@ -20,7 +20,8 @@
   ONE_SHOT_TYPICAL): over 1-shot tasks, the median query's distance to its nearest
   prototype over the median distance between prototypes, on the calibration photos
   (cosine) and on the omniglot model's background alphabets (squared Euclidean); then
-  what the unit gives on the sets the results are reported on.
+  what the engine's unit (``ood_scale``) gives on the sets the results are reported on,
+  beside the unit it replaced (``support_spread``'s one-shot rule).
 
 Prints a markdown table; the figures in docs/CALIBRATION.md come from these runs.
 """
@@ -151,7 +152,7 @@ def run_omniglot(args) -> None:
 
 
 def run_fit_kappa(args) -> None:
-    from engine.methods.calibration import prototype_scale
+    from engine.methods.prototypes import prototype_scale
     from engine.methods.prototypes import pairwise_distance
     from photo_sets import build
     root = build(args.root)
@@ -211,18 +212,27 @@ def run_fit_typical(args) -> None:
         print(f"| omniglot background, {way}-way | {np.median(r):.3f} | {np.percentile(r, 10):.3f}-{np.percentile(r, 90):.3f} |")
     fitted = {k: float(np.median(np.concatenate(v))) for k, v in sets.items()}
     print(f"\nfitted: {', '.join(f'{k} {v:.3f}' for k, v in fitted.items())}; in use: {ONE_SHOT_TYPICAL}\n")
-    print("| 1-shot tasks (reported sets) | median own-query score | share over the flag (2) |\n|---|---|---|")
+    from engine.methods.prototypes import ood_scale, pairwise_distance, support_spread
+    from engine.methods.uncertainty import BY_NAME
+    flag = BY_NAME["ood_score"].flag
+    print(f"| 1-shot tasks (reported sets) | median own-query score | own queries past the flag ({flag:g}) | "
+          "the same with the old unit |\n|---|---|---|---|")
     z, labels, _ = photo_embeddings(root, "test")
     checks = [(f"test photos, {w}-way", ((z[s].double(), z[q].double(), "cosine")
                                          for s, _y, q, _qy in photo_episodes(labels, w, 1, args.episodes)))
               for w in (3, 5, 10)]
     checks += [(f"omniglot evaluation, {w}-way", _omniglot_one_shot(args, "evaluation", w, args.episodes))
                for w in (5, 20)]
-    from engine.methods.prototypes import pairwise_distance, prototype_scale
     for name, tasks in checks:
-        scores = np.concatenate([(pairwise_distance(zq, zs, d).amin(1)
-                                  / (ONE_SHOT_TYPICAL[d] * prototype_scale(zs, d))).numpy() for zs, zq, d in tasks])
-        print(f"| {name} | {np.median(scores):.2f} | {100 * (scores > 2).mean():.1f}% |")
+        new, old = [], []
+        for zs, zq, d in tasks:  # one example per class: the support is the prototypes
+            y = torch.arange(zs.shape[0])
+            nearest = pairwise_distance(zq, zs, d).amin(1)
+            new.append((nearest / ood_scale(zs, y, zs, d)).numpy())
+            old.append((nearest / support_spread(zs, y, zs, d)).numpy())
+        new, old = np.concatenate(new), np.concatenate(old)
+        print(f"| {name} | {np.median(new):.2f} | {100 * (new > flag).mean():.1f}% | "
+              f"median {np.median(old):.2f}, {100 * (old > flag).mean():.1f}% |")
 
 
 def main() -> int:

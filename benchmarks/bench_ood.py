@@ -27,12 +27,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_calibration import photo_embeddings  # noqa: E402
 from photo_sets import DEFAULT_ROOT  # noqa: E402
+from pool_mixture import pool_outlier_share  # noqa: E402
 
 from engine.methods.bayes_proto import BayesProto  # noqa: E402
 from engine.methods.protonet import ProtoNet  # noqa: E402
 from engine.methods.uncertainty import BY_NAME  # noqa: E402
-from engine.training.metrics import CalibrationTally  # noqa: E402
-from engine.training.metrics import mean_ci95  # noqa: E402
+from engine.training.metrics import CalibrationTally, mean_ci95  # noqa: E402
 from engine.training.ood import OODTally, auroc, prediction_scores  # noqa: E402
 
 TASKS = ((5, 1), (5, 5), (3, 5))
@@ -93,7 +93,6 @@ def main() -> int:
                     flagged[name][2 * k] += int((part.scores["ood_score"] > flag).sum())
                     flagged[name][2 * k + 1] += len(part.scores["ood_score"])
             if args.pool:
-                from pool_mixture import pool_outlier_share
                 share = pool_outlier_share(z[s_idx], s_y, way, z[np.concatenate([q_idx, o_idx])]).numpy()
                 pool.append(auroc(share[:len(q_idx)], share[len(q_idx):]))
         for name in heads:
