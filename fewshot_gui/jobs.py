@@ -167,7 +167,7 @@ def refresh(ctx: EngineContext, h: JobHandle) -> Any:
         if lab.provisional_refresh() is not None:
             h.batch_done()
         return lab.label(progress=_progress(h), cancel=h.cancel)
-    if lab.missing_embeddings():  # a label run embeds what the cache lacks, then predicts every image
+    if not lab.refresh_covers_predictions():  # a label run embeds what the cache lacks, then predicts
         return lab.label(progress=_progress(h), cancel=h.cancel)
     return lab.refresh(on_computed=h.publish)  # shown at once; the write follows
 
@@ -190,8 +190,7 @@ def warm_up(ctx: EngineContext, h: JobHandle) -> bool:
 
 
 def add_examples(ctx: EngineContext, h: JobHandle, class_id: int, items: list, auto_model: bool = False) -> dict:
-    """Make files, folders or project images examples, then re-adapt: a label run when
-    the project has images never embedded (it embeds the examples too), else a refresh.
+    """Make files, folders or project images examples, then re-adapt (:func:`_readapt`).
     Returns ``{"report", "model"}``; ``model`` is the info of a model switched to (see
     :func:`_suit_model`), else None."""
     project = project_of(ctx)
@@ -215,9 +214,11 @@ def import_examples(ctx: EngineContext, h: JobHandle, folder: str, auto_model: b
 
 
 def _readapt(ctx: EngineContext, h: JobHandle, changed: bool) -> None:
-    project = project_of(ctx)
+    """A project's first examples start its first label run; later ones refresh, which
+    decides itself whether it needs a label run (:func:`refresh`). Images a cancelled run
+    left unlabeled stay so until the person labels again: a cancel holds."""
     if changed and ctx.model is not None:
-        if project.count(status="unlabeled") or project.current_model() is None:
+        if project_of(ctx).current_model() is None:
             label(ctx, h)
         else:
             refresh(ctx, h)

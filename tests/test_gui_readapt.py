@@ -92,3 +92,50 @@ def test_a_correction_is_provisional_at_once_then_exact(qtbot, tmp_path, monkeyp
         assert sum(r.label_class_id == truth[r.path] for r in predicted) / len(predicted) >= 0.9
     finally:
         window.close()
+
+
+def test_after_a_cancelled_run_corrections_refresh_and_the_cancel_holds(tmp_path):
+    """A correction (or a new example) after a cancelled label run refreshes what was labeled,
+    from the cache; it does not start the rest of the run under "Updating predictions"."""
+    from types import SimpleNamespace
+
+    from labeling_data import extract_omniglot
+
+    from engine.labeling.labeler import Labeler
+    from engine.labeling.label_results import RefreshReport
+    from engine.labeling.progress import CancelToken
+    from engine.labeling.store import Project
+    from engine.model_store import load_model
+    from fewshot_gui import jobs
+    from fewshot_gui.worker import EngineContext
+
+    chars = extract_omniglot(tmp_path / "chars", 3, per_character=30)
+    project = Project.create(tmp_path / "p.fewshot")
+    try:
+        for key, files in chars.items():
+            project.add_examples(project.add_class(key.replace("/", " ")), files[:1])
+        project.add_images([next(iter(chars.values()))[0].parents[1]])
+        ctx = EngineContext(project=project, model=load_model("omniglot"))
+        cancel = CancelToken()
+
+        def stop_after_a_batch(p):
+            if p.stage == "labeling" and p.done >= 16:
+                cancel.cancel()
+        assert Labeler(project, ctx.model, batch_size=16).label(stop_after_a_batch, cancel).cancelled
+        waiting = project.count(status="unlabeled")
+        assert waiting > 0
+
+        shown: list = []
+        handle = SimpleNamespace(publish=shown.append, batch_done=lambda: None, cancel=CancelToken(),
+                                 progress=lambda p: None, report=lambda *a: None)
+        wrong = next(r for r in project.iter_images() if r.status == "predicted")
+        other = next(c.id for c in project.classes() if c.id != wrong.predicted_class_id)
+        assert jobs.set_labels(ctx, handle, [wrong.id], other)  # a correction: an example now
+        assert isinstance(jobs.refresh(ctx, handle), RefreshReport) and shown
+        assert project.count(status="unlabeled") == waiting
+
+        more = next(r for r in project.iter_images() if r.status == "predicted")
+        jobs.add_examples(ctx, handle, more.predicted_class_id, [more.id])
+        assert project.count(status="unlabeled") == waiting
+    finally:
+        project.close()

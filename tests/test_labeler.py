@@ -291,6 +291,47 @@ def test_cancel_keeps_finished_batches_and_the_next_run_resumes(tmp_path, charac
         assert project.count(status="unlabeled") == 0
 
 
+def test_after_a_cancel_a_correction_renews_what_was_labeled_and_the_rest_waits(tmp_path, characters,
+                                                                                 omniglot_model):
+    """The app refreshes after a correction; after a cancelled run that must not become the
+    rest of the run (under "Updating predictions"): the cancel holds until the person labels."""
+    with new_project(tmp_path, characters) as project:
+        cancel = CancelToken()
+
+        def stop_after_two_batches(p):
+            if p.stage == "labeling" and p.done >= 32:
+                cancel.cancel()
+        labeler = Labeler(project, omniglot_model, batch_size=16)
+        first = labeler.label(stop_after_two_batches, cancel)
+        waiting = {r.id for r in project.iter_images() if r.status == "unlabeled"}
+        assert first.cancelled and waiting
+        assert labeler.refresh_covers_predictions()  # what the app's refresh job decides on
+
+        corrected = next(r for r in project.iter_images() if r.status == "predicted")
+        other = next(c for c in project.classes() if c.id != corrected.predicted_class_id)
+        project.add_examples(other.id, [corrected.id])
+        report = labeler.refresh()
+        cached, _ = project.get_embeddings(omniglot_model.backbone_id)
+        assert report.images == len(cached) == first.embedded
+        assert {r.id for r in project.iter_images() if r.status == "unlabeled"} == waiting
+        assert project.predicted_image_ids(report.model_id) == {r.id for r in project.iter_images()} - waiting
+
+        second = labeler.label()  # the person labels again: the run goes on where it stopped
+        assert second.model_id == report.model_id and second.embedded == len(waiting)
+        assert project.count(status="unlabeled") == 0
+
+
+def test_predictions_without_cached_embeddings_need_a_label_run(tmp_path, characters, omniglot_model):
+    with new_project(tmp_path, characters) as project:
+        Labeler(project, omniglot_model).label()
+        with project._tx():
+            project._conn.execute("DELETE FROM embeddings")  # a cache emptied, the predictions kept
+        labeler = Labeler(project, omniglot_model)
+        assert not labeler.refresh_covers_predictions() and not labeler.warm()
+        labeler.label()
+        assert labeler.refresh_covers_predictions()
+
+
 def test_refresh_after_a_new_example_reads_only_the_cache(tmp_path, characters, omniglot_model, monkeypatch):
     with new_project(tmp_path, characters) as project:
         labeler = Labeler(project, omniglot_model)

@@ -67,7 +67,7 @@ class Labeler:
         self.backend = backend  # the backbone's runtime: torch, onnxruntime, or auto (the faster)
         self._runner: Runner | None = None
         self._table: EmbeddingTable | None = None
-        self._usable_images = 0  # usable images when the table was loaded
+        self._predicted_uncached = 0  # images with a prediction but no cached embedding, at the table's load
         self._row_of_image: dict[int, int] = {}
         self._scorer: CachedScorer | None = None
         self._table_key: tuple[int, ...] | None = None
@@ -89,8 +89,8 @@ class Labeler:
     def refresh(self, on_computed: Callable[[FreshPredictions], None] | None = None) -> RefreshReport:
         """Re-adapt on the current examples and recompute every prediction from the cache.
 
-        Head-only methods only; images not embedded yet keep no prediction until
-        :meth:`label` runs. All predictions are written in one transaction;
+        Head-only methods only; images not embedded yet (a cancelled run) keep no prediction
+        until :meth:`label` runs: a cancel holds until the person labels again. All predictions are written in one transaction;
         ``on_computed`` gets them first, before that write (the app shows them at once).
         """
         if not self.head_only:
@@ -100,6 +100,8 @@ class Labeler:
         table = self._ensure_table()
         t1 = time.perf_counter()
         task = self.adapt()
+        if self._table is not table:  # adapt embedded new examples: they get predictions too
+            table = self._ensure_table()
         scores = self._scorer_for(table).score(task.predictor, task.class_ids)
         t2 = time.perf_counter()
         if on_computed is not None:
@@ -114,8 +116,8 @@ class Labeler:
     def warm(self) -> bool:
         """Load the cache and score every image once, writing nothing, so that the next
         refresh (a person's first correction) recomputes only the class it changed. Head-only
-        methods with every image cached; returns whether it did anything."""
-        if not self.head_only or not self.project.examples() or self.missing_embeddings():
+        methods whose refresh works from the cache; returns whether it did anything."""
+        if not self.head_only or not self.project.examples() or not self.refresh_covers_predictions():
             return False
         task = self.adapt()
         self._scorer_for(self._ensure_table()).score(task.predictor, task.class_ids)
@@ -277,12 +279,13 @@ class Labeler:
         key = self._cache_key()
         if self._table is not None and key == self._table_key:
             return self._table
-        ids, hashes = [], []
+        ids, hashes, predicted = [], [], []
         for rec in self.project.iter_images():
             if rec.error is None and rec.hash is not None:
                 ids.append(rec.id)
                 hashes.append(rec.hash)
-        self._usable_images = len(ids)
+                if rec.predicted_class_id is not None:
+                    predicted.append(rec.id)
         cached_hashes, matrix = self.project.get_embeddings(self.model.backbone_id, hashes)
         row_of_hash = {h: k for k, h in enumerate(cached_hashes)}
         id_of_hash = dict(zip(hashes, ids))
@@ -290,15 +293,19 @@ class Labeler:
         table = EmbeddingTable(image_ids, cached_hashes, torch.from_numpy(matrix))
         self._table, self._table_key = table, key
         self._row_of_image = {int(i): row_of_hash[h] for i, h in zip(image_ids, cached_hashes)}
+        self._predicted_uncached = sum(1 for i in predicted if i not in self._row_of_image)
         if self._scorer is None or self._scorer.table is not table:
             self._scorer = None
         return table
 
-    def missing_embeddings(self) -> bool:
-        """Whether a usable image has no cached embedding (predictions written elsewhere, or a
-        cache emptied): a refresh from the cache cannot cover it, a label run can."""
+    def refresh_covers_predictions(self) -> bool:
+        """Whether a refresh from the cache renews every prediction the project shows: False
+        when nothing is cached, or when an image with a prediction has no cached embedding
+        (predictions written elsewhere, or a cache emptied), which would keep a prediction
+        adapted on other examples; a label run covers those. Images never predicted (a
+        cancelled run) do not count: they wait for the label run the person starts."""
         table = self._ensure_table()
-        return len(table) < self._usable_images
+        return len(table) > 0 and self._predicted_uncached == 0
 
     def _scorer_for(self, table: EmbeddingTable) -> CachedScorer:
         if self._scorer is None or self._scorer.table is not table:
