@@ -164,10 +164,13 @@ class LabelingController(QObject):
         the exact re-embedding of every image, which the next correction cancels and
         replaces (the latest wins). ``shown`` runs once: when the refresh has handed its
         predictions to the window, written its provisional ones, or ended, and at the latest
-        SHOWN_FALLBACK_MS after."""
+        SHOWN_FALLBACK_MS after; at once when the refresh must wait for another long job."""
         self.worker.supersede(READAPT)
+        waits = self.worker.busy_apart_from(READAPT)
         job_id = self.submit("Updating predictions", jobs.refresh, done=lambda _r: self.reload(), kind=READAPT)
-        if shown is not None:
+        if shown is not None and waits:
+            shown()  # the refresh starts only after another job: what the person did shows now
+        elif shown is not None:
             self._shown[job_id] = shown
             # With self as context: a window closed in the meantime gets no late reload.
             QTimer.singleShot(SHOWN_FALLBACK_MS, self, lambda: self._fire_shown(job_id))

@@ -159,6 +159,14 @@ class EngineWorker(QThread):
         if handle is not None and handle.job.kind == kind and handle.cancel is not None:
             handle.cancel.cancel()  # this handle's job: another may have started since it was read
 
+    def busy_apart_from(self, kind: str) -> bool:
+        """Whether a long job of another kind runs or waits: one of ``kind`` submitted now
+        would start only after it."""
+        with self._cv:
+            handle = self._current
+            waiting = any(not j.quick and j.kind != kind for j in self._jobs)
+        return waiting or (handle is not None and handle.job.kind != kind)
+
     def cancellable(self, job_id: int) -> bool:
         """Whether the job (submitted, not yet delivered) can be cancelled."""
         job = self._callbacks.get(job_id)

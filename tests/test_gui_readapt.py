@@ -139,3 +139,27 @@ def test_after_a_cancelled_run_corrections_refresh_and_the_cancel_holds(tmp_path
         assert project.count(status="unlabeled") == waiting
     finally:
         project.close()
+
+
+def test_a_confirmed_label_shows_at_once_while_another_job_runs(qtbot, tmp_path):
+    """A correction's re-read waits for its refresh to show predictions, unless the refresh
+    itself must wait for another long job: then the label shows at once, not 400 ms later."""
+    from gui_helpers import engine_window
+    window = engine_window(qtbot, tmp_path / "gui.ini")
+    release, started = threading.Event(), threading.Event()
+
+    def other_long_job(ctx, h):
+        started.set()
+        release.wait(WAIT / 1000)
+    try:
+        window.submit("Exporting", other_long_job, kind="export")
+        assert started.wait(WAIT / 1000)
+        shown: list[bool] = []
+        window.labeling_jobs.refresh_predictions(shown=lambda: shown.append(True))
+        assert shown == [True]
+        release.set()
+        wait_idle(qtbot, window)
+        assert shown == [True]  # once: the refresh ending does not run it again
+    finally:
+        release.set()
+        window.close()
