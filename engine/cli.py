@@ -7,6 +7,7 @@ cleanly with a checkpoint that ``--resume`` continues from.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -258,12 +259,21 @@ def build_parser(methods: bool = True) -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, torch_available: bool | None = None) -> int:
+    """``torch_available``: False in the `predict` build (packaging/entry_predict.py), which
+    has no PyTorch; None looks for it."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     lower_priority_from_env()
     argv = sys.argv[1:] if argv is None else list(argv)
+    if torch_available is None:
+        torch_available = importlib.util.find_spec("torch") is not None
     # --help and usage errors answer without importing torch, except for train's method options.
-    args = build_parser(methods=argv[:1] == ["train"]).parse_args(argv)
+    parser = build_parser(methods=argv[:1] == ["train"] and torch_available)
+    refusal = None if torch_available else _needs_torch(parser, argv)
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    args = parser.parse_args(argv)
     if getattr(args, "needs_torch", True):  # `predict` runs on onnxruntime alone and must not load torch
         from engine.runtime import tune_cpu_allocator
         tune_cpu_allocator()  # before torch allocates: doubles eager CPU speed here (docs/PERFORMANCE.md)
@@ -282,6 +292,19 @@ def main(argv: list[str] | None = None) -> int:
         print("error: this machine ran out of memory; use a smaller --batch-size, fewer images at once, or a "
               "smaller model", file=sys.stderr)
         return EXIT_USER_ERROR
+
+
+def _needs_torch(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
+    """Without PyTorch: why the command argv names cannot run (before its arguments are
+    checked, so the answer is about what is missing), or None when it can."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command not in commands or commands[command].get_default("needs_torch") is False:
+        return None
+    free = [name for name, sp in commands.items() if sp.get_default("needs_torch") is False]
+    return (f"'fewshot {command}' needs PyTorch, which this installation lacks (without it fewshot runs "
+            f"exported models only: {', '.join(free)}); use the app build (make package) or install the full "
+            "one (`pip install fewshot-labeler`)")
 
 
 def lower_priority_from_env() -> None:

@@ -127,3 +127,16 @@ def test_entry_point_help_and_usage_errors():
         assert out.returncode == 0 and "usage:" in out.stdout
     out = run_cli("train", "--dataset", "nope")
     assert out.returncode == 2 and "invalid choice" in out.stderr
+
+
+def test_without_pytorch_commands_that_need_it_say_so_in_one_line(capsys):
+    """An installation without PyTorch (the `predict` build, or a pip install missing it):
+    the torch-free commands still answer, the others say what is missing before any
+    argument check."""
+    assert main(["label", "--project", "p.fewshot"], torch_available=False) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: 'fewshot label' needs PyTorch")
+    assert "predict, check" in err[0]
+    with pytest.raises(SystemExit) as e:
+        main(["check", "--help"], torch_available=False)
+    assert e.value.code == 0 and "--project" in capsys.readouterr().out
