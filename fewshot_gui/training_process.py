@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
@@ -18,6 +19,16 @@ from fewshot_gui.worker import WORKER_NICE
 
 STOP_GRACE_MS = 60_000  # a validation pass may be under way; it ends before the stop is seen
 KILL_GRACE_MS = 15_000
+
+
+def fewshot_command(args: list[str]) -> tuple[str, list[str]]:
+    """The program and arguments that run ``fewshot ARGS``: this interpreter's ``-m
+    engine.cli`` from source; in a frozen build the ``fewshot`` program bundled beside the
+    app (packaging/fewshot.spec), since there ``sys.executable`` is the app, which has no ``-m``."""
+    if getattr(sys, "frozen", False):
+        cli = Path(sys.executable).with_name("fewshot.exe" if sys.platform == "win32" else "fewshot")
+        return str(cli), list(args)
+    return sys.executable, ["-m", "engine.cli", *args]
 
 
 class TrainingProcess(QObject):
@@ -56,7 +67,7 @@ class TrainingProcess(QObject):
         proc.errorOccurred.connect(self._error)
         self.proc, self._out, self._err_tail, self._error_event, self._stopping = proc, b"", [], "", False
         self.log.emit("$ fewshot " + " ".join(args))
-        proc.start(sys.executable, ["-m", "engine.cli", *args])
+        proc.start(*fewshot_command(args))
 
     def stop(self) -> None:
         """Ask for a clean stop (checkpoint, then exit); escalates if the child does not end."""

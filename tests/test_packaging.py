@@ -183,13 +183,19 @@ def test_version_has_one_source(tmp_path):
     assert out.returncode == 0 and out.stdout.strip() == f"fewshot {version}", out.stdout + out.stderr
 
 
-def test_frozen_entry_points_dispatch(tmp_path):
-    """The bundle's programs, run from source: the app answers the training panel's
-    `-m engine.cli` itself, and the predict build refuses commands that need PyTorch."""
+def test_frozen_entry_points_dispatch(tmp_path, monkeypatch):
+    """The bundle's programs, run from source: the training panel's child is the `fewshot`
+    program beside the app in a frozen build (the app itself has no `-m`), and the predict
+    build refuses commands that need PyTorch."""
+    from fewshot_gui.training_process import fewshot_command
+    assert fewshot_command(["train", "--help"]) == (sys.executable, ["-m", "engine.cli", "train", "--help"])
+    app = tmp_path / "fewshot-labeler-cpu" / "fewshot-gui"
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(sys, "executable", str(app))
+    program, args = fewshot_command(["train", "--help"])
+    assert Path(program).parent == app.parent and Path(program).stem == "fewshot" and args == ["train", "--help"]
+    monkeypatch.undo()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, str(PACKAGING / "entry_gui.py"), "-m", "engine.cli", "--version"],
-                         capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
-    assert out.returncode == 0 and out.stdout.startswith("fewshot "), out.stdout + out.stderr
     out = subprocess.run([sys.executable, str(PACKAGING / "entry_predict.py"), "label", "--project", "p.fewshot"],
                          capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert out.returncode == 2 and out.stderr.startswith("error:") and "'fewshot label' needs PyTorch" in out.stderr

@@ -122,13 +122,14 @@ def test_label_export_predict(variant, tmp_path, drawings):
 @pytest.mark.parametrize("variant", APP_VARIANTS)
 def test_photos_model_and_training_run(variant, tmp_path, drawings, omniglot_root):
     """The photos model's weights come from a package's data (collected into the bundle);
-    training runs through the app's own program, as the training panel starts it."""
+    training runs through the bundled `fewshot` program, as the training panel starts it
+    (fewshot_gui/training_process.py, fewshot_command)."""
     folder = bundle(variant)
     env = clean_env(tmp_path)
     run([folder / "fewshot", "label", "--project", tmp_path / "photos.fewshot", "--examples", drawings["examples"],
          "--images", drawings["to_label"], "--model", "photos", "--json"], env)
     out_dir = tmp_path / "run"
-    run([folder / "fewshot-gui", "-m", "engine.cli", "train", "--dataset", "omniglot", "--data-root", omniglot_root,
+    run([folder / "fewshot", "train", "--dataset", "omniglot", "--data-root", omniglot_root,
          "--split", "small1", "--way", "5", "--shot", "1", "--query", "2", "--episodes", "4", "--log-every", "2",
          "--out", out_dir], env)
     assert (out_dir / "model.safetensors").is_file() and (out_dir / "model.json").is_file()
