@@ -27,6 +27,7 @@ sys.path.insert(0, str(HERE))
 from variants import APP_ID, VARIANT_ENV, VARIANTS, is_cuda_library, variant  # noqa: E402
 
 MIB = 1024 * 1024
+CUDA_LIBRARY_LINE = 30 * MIB  # smaller CUDA libraries are summed on one line
 
 # (part, patterns of paths inside the bundle's _internal/ folder); the first match wins.
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -100,22 +101,44 @@ def part_of(rel: str) -> str:
     return REST_PART
 
 
+def library_name(rel: str) -> str:
+    """``nvidia/cu13/lib/libcublasLt.so.13`` -> ``libcublasLt``."""
+    name = Path(rel).name
+    for suffix in (".so", ".dylib", ".dll"):
+        name = name.split(suffix)[0]
+    return name
+
+
 def measure(folder: Path) -> dict:
-    """Bytes per part (files only: a symlink costs nothing) and in all."""
+    """Bytes per part (files only: a symlink costs nothing) and in all; the CUDA part also
+    per library (what the cpu variant keeps only so that torch loads: packaging/README.md)."""
     parts: dict[str, int] = {}
+    cuda: dict[str, int] = {}
     internal = folder / "_internal"
     for path in folder.rglob("*"):
         if path.is_symlink() or not path.is_file():
             continue
         rel = path.relative_to(internal).as_posix() if internal in path.parents else path.name
-        parts[part_of(rel)] = parts.get(part_of(rel), 0) + path.stat().st_size
-    return {"total": sum(parts.values()), "parts": dict(sorted(parts.items(), key=lambda kv: -kv[1]))}
+        part, size = part_of(rel), path.stat().st_size
+        parts[part] = parts.get(part, 0) + size
+        if part == CUDA_PART:
+            cuda[library_name(rel)] = cuda.get(library_name(rel), 0) + size
+    return {"total": sum(parts.values()), "parts": dict(sorted(parts.items(), key=lambda kv: -kv[1])),
+            "cuda_libraries": dict(sorted(cuda.items(), key=lambda kv: -kv[1]))}
 
 
 def report(name: str, sizes: dict) -> str:
     lines = [f"dist/fewshot-labeler-{name}: {sizes['total'] / MIB:,.0f} MiB  ({VARIANTS[name].features})"]
     for part, size in sizes["parts"].items():
         lines.append(f"  {size / MIB:>9,.1f} MiB  {part}")
+    libraries = list(sizes.get("cuda_libraries", {}).items())
+    if libraries:
+        big = [(lib, size) for lib, size in libraries if size >= CUDA_LIBRARY_LINE]
+        lines.append("  the CUDA libraries, each:")
+        lines += [f"  {size / MIB:>9,.1f} MiB    {lib}" for lib, size in big]
+        rest = libraries[len(big):]
+        if rest:
+            lines.append(f"  {sum(s for _, s in rest) / MIB:>9,.1f} MiB    the rest ({', '.join(l for l, _ in rest)})")
     if sizes.get("stripped_symbols"):
         lines.append(f"  (symbol tables stripped from torch's and Python's libraries: "
                      f"{sizes['stripped_symbols'] / MIB:,.0f} MiB)")

@@ -233,7 +233,7 @@ def test_pruning_keeps_what_the_loader_needs():
     assert "PySide6/Qt/lib/libQt6Quick.so.6" in {d for d, _, _ in kept}
 
 
-def test_size_report_sorts_files_into_parts(tmp_path):
+def test_size_report_sorts_files_into_parts(tmp_path, monkeypatch):
     folder = tmp_path / "fewshot-labeler-cpu"
     files = {"fewshot": 10, "_internal/nvidia/cu13/lib/libcublasLt.so.13": 500, "_internal/torch/lib/libtorch_cpu.so": 300,
              "_internal/torch/lib/libtorch_cuda.so": 200, "_internal/PySide6/Qt/lib/libQt6Core.so.6": 40,
@@ -249,6 +249,12 @@ def test_size_report_sorts_files_into_parts(tmp_path):
     assert list(sizes["parts"])[0] == build.CUDA_PART  # largest first
     lines = build.report("cpu", sizes).splitlines()
     assert [line.split("MiB  ", 1)[1] for line in lines[1:6]] == list(sizes["parts"])  # a line per part, in order
+    # The CUDA part per library, the small ones summed (the README's table of what cpu keeps).
+    assert sizes["cuda_libraries"] == {"libcublasLt": 500, "libtorch_cuda": 200}
+    monkeypatch.setattr(build, "CUDA_LIBRARY_LINE", 300)
+    lines = build.report("cpu", sizes).splitlines()
+    assert lines[6].strip() == "the CUDA libraries, each:"
+    assert [line.split("MiB", 1)[1].strip() for line in lines[7:]] == ["libcublasLt", "the rest (libtorch_cuda)"]
 
 
 def test_unknown_variant_is_refused():
