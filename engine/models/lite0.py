@@ -114,14 +114,15 @@ class Lite0(nn.Module):
     in_channels = 3
     out_dim = FEATURE_DIM
 
-    def __init__(self, image_size: int = IMAGE_SIZE):
+    def __init__(self, image_size: int = IMAGE_SIZE, stages: tuple[tuple[int, ...], ...] = STAGES):
+        # stages: the larger Lite variants scale them (benchmarks/lite2_features.py); stem and head stay.
         super().__init__()
         self.image_size = image_size
         self.stem_pad = TFSamePad(3, 2)
         self.stem = conv_bn(3, STEM_CHANNELS, 3, stride=2)
         blocks: list[nn.Module] = []
         channels = STEM_CHANNELS
-        for repeats, kernel, stride, expand, out in STAGES:
+        for repeats, kernel, stride, expand, out in stages:
             for i in range(repeats):
                 blocks.append(MBConv(channels, out, kernel, stride if i == 0 else 1, expand))
                 channels = out
