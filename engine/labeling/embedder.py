@@ -316,6 +316,12 @@ def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageI
         runner.batch_size = max(1, forward_batch // p.streams)
         return ThreadPoolExecutor(p.streams, thread_name_prefix="forward") if p.streams > 1 else None
 
+    def plan_for(decode_cpu: float, forward_cpu: float) -> RunPlan:
+        return RunPlan.plan(torch_threads if on_cpu else available_cores(), decode_cpu, forward_cpu, on_cpu,
+                            max_decode, prefer_streams=runner.prefers_streams)
+
+    check_mark: tuple[float, int] | None = None  # decoding's CPU time and count when a cached plan's check starts
+
     def replan(p: RunPlan) -> None:
         nonlocal streams
         if p == provisional and streams is not None:
@@ -375,11 +381,12 @@ def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageI
             in_flight.append((batch, z))
             while len(in_flight) >= n_streams:
                 commit(*in_flight.popleft())
-            if known_forward is not None and decoder.decoded >= forward_batch:
-                # A cached plan, checked against this run's own decoding (its first batch).
-                checked = RunPlan.plan(torch_threads if on_cpu else available_cores(),
-                                       decoder.cpu_s / decoder.decoded, known_forward, on_cpu, max_decode,
-                                       prefer_streams=runner.prefers_streams)
+            if known_forward is not None and check_mark is None and decoder.decoded >= forward_batch:
+                check_mark = (decoder.cpu_s, decoder.decoded)  # the first batch paid for the decoders' warm-up
+            elif known_forward is not None and check_mark is not None and \
+                    decoder.decoded - check_mark[1] >= forward_batch:
+                # A cached plan, checked against this run's own decoding (a batch after the first).
+                checked = plan_for((decoder.cpu_s - check_mark[0]) / (decoder.decoded - check_mark[1]), known_forward)
                 known_forward = None
                 if checked != plan:
                     log.debug("this run's decoding calls for %s instead of %s", checked, plan)
@@ -397,8 +404,7 @@ def embed_items(project: "Project", model: "LoadedModel", items: Sequence[ImageI
                 continue  # not a whole batch measured since the marks yet
             decode_cpu = (decoder.cpu_s - marks[0]) / max(1, decoder.decoded - marks[1])
             forward_cpu = (runner.cpu_s - marks[2]) / max(1, runner.images - marks[3])
-            plan = RunPlan.plan(torch_threads if on_cpu else available_cores(), decode_cpu, forward_cpu, on_cpu,
-                                max_decode, prefer_streams=runner.prefers_streams)
+            plan = plan_for(decode_cpu, forward_cpu)
             log.debug("decode %.3f ms/img, forward %.3f ms/img: %s", 1e3 * decode_cpu, 1e3 * forward_cpu, plan)
             _PLANS[plan_key] = (plan, forward_cpu)
             replan(plan)
