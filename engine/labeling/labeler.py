@@ -90,8 +90,9 @@ class Labeler:
         """Re-adapt on the current examples and recompute every prediction from the cache.
 
         Head-only methods only; images not embedded yet (a cancelled run) keep no prediction
-        until :meth:`label` runs: a cancel holds until the person labels again. All predictions are written in one transaction;
-        ``on_computed`` gets them first, before that write (the app shows them at once).
+        until :meth:`label` runs: a cancel holds until the person labels again. All
+        predictions are written in one transaction; ``on_computed`` gets them first, before
+        that write (the app shows them at once).
         """
         if not self.head_only:
             raise FewShotError(f"{self.model.learner.name} adapts the whole network, so its predictions cannot be "
