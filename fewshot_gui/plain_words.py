@@ -54,9 +54,16 @@ PROVISIONAL_TIP = ("Provisional: this model adapts its whole network to your exa
                    "adapted network again (the progress bar shows it; the next correction restarts it).")
 
 
+UNLABELED_TIP = ("Not labeled yet: images no label run has reached (one was cancelled, or there were no "
+                 "examples yet). Corrections update the others; Labeling > Label Images (Ctrl+L) labels these.")
+
+
 def counts_text(n: dict[str, int]) -> tuple[str, str]:
     """The status bar's count line for the project's counts by status, and its tooltip."""
     provisional = bool(n.get("provisional"))
+    unlabeled = n.get("unlabeled", 0)
     text = (f"{n['total']:,} images \u00b7 {n['confirmed']:,} confirmed \u00b7 {n['predicted']:,} predicted"
-            + (" (provisional)" if provisional else "") + (f" \u00b7 {n['error']:,} unreadable" if n["error"] else ""))
-    return text, PROVISIONAL_TIP if provisional else ""
+            + (" (provisional)" if provisional else "") + (f" \u00b7 {unlabeled:,} not labeled yet" if unlabeled else "")
+            + (f" \u00b7 {n['error']:,} unreadable" if n["error"] else ""))
+    tips = [PROVISIONAL_TIP] * provisional + [UNLABELED_TIP] * bool(unlabeled)
+    return text, "\n\n".join(tips)

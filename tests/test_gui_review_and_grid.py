@@ -218,3 +218,15 @@ def test_the_grid_fills_its_width(qtbot, window):
         columns = grid.viewport().width() // grid.gridSize().width()
         gutter = grid.viewport().width() - columns * grid.gridSize().width()
         assert 0 <= gutter < columns + 1, (width, gutter)
+
+
+def test_the_count_line_says_how_many_images_wait_for_a_label_run():
+    """After a cancelled run corrections update only what was labeled: the status bar says
+    how many images wait, and its tooltip what labels them."""
+    from fewshot_gui.plain_words import UNLABELED_TIP, counts_text
+    n = {"total": 500, "confirmed": 3, "predicted": 200, "error": 0, "unlabeled": 297, "shown": 500, "provisional": 0}
+    text, tip = counts_text(n)
+    assert text == "500 images \u00b7 3 confirmed \u00b7 200 predicted \u00b7 297 not labeled yet" and tip == UNLABELED_TIP
+    assert "Label Images" in tip
+    text, tip = counts_text({**n, "predicted": 497, "unlabeled": 0})
+    assert "not labeled" not in text and tip == ""
