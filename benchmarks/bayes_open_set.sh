@@ -6,6 +6,9 @@
 # Later options win over the defaults below, e.g. the variants RESULTS reports:
 #   sh benchmarks/bayes_open_set.sh ../shared/data/omniglot runs/open-set-fixed-t --no-learn-temperature
 #   sh benchmarks/bayes_open_set.sh ../shared/data/omniglot runs/open-set-q15 --query 15 --lr-schedule cosine
+#   sh benchmarks/bayes_open_set.sh ../shared/data/omniglot runs/open-set-w30 --way 30 --lr-schedule cosine
+#   sh benchmarks/bayes_open_set.sh ../shared/data/omniglot runs/open-set-long --episodes 9000 --lr 0.0003 \
+#       --lr-schedule cosine
 ROOT=${1:-../shared/data/omniglot}
 OUT=${2:-runs/omniglot-open-set}
 [ $# -gt 2 ] && shift 2 || set --
