@@ -75,9 +75,13 @@ def test_version_is_pyprojects(variant, tmp_path):
     folder = bundle(variant)
     out = run([folder / "fewshot", "--version"], clean_env(tmp_path), timeout=120)
     assert out.stdout.strip() == f"fewshot {VERSION}", f"stale bundle: rebuild with `make package VARIANT={variant}`"
-    if variant != "predict":  # the training panel's way in: the app's program, `-m engine.cli`
-        out = run([folder / "fewshot-gui", "-m", "engine.cli", "--version"], clean_env(tmp_path), timeout=120)
-        assert out.stdout.strip() == f"fewshot {VERSION}"
+    if variant != "predict":  # the training panel's way in: the `fewshot` its app finds beside itself
+        import fewshot_gui.training_process as training_process
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(sys, "frozen", True, raising=False)
+            mp.setattr(sys, "executable", str(folder / "fewshot-gui"))
+            program, _args = training_process.fewshot_command(["--version"])
+        assert Path(program) == folder / "fewshot" and (folder / "fewshot-gui").is_file()
 
 
 @pytest.mark.parametrize("variant", APP_VARIANTS)
