@@ -96,9 +96,17 @@ def cmd_info(args) -> int:
         return 0
     print(f"model:        {args.model}")
     print(f"method:       {meta['method']} {meta.get('method_config', {})}")
-    print(f"backbone:     {meta['backbone']} ({meta.get('channels')} channels, {meta.get('image_size')} px)")
+    size = meta.get("image_size")
+    size = "x".join(map(str, size)) if isinstance(size, list) else size
+    shape = f"{meta.get('channels')} channels, {size} px" if size else "input size not set yet"
+    print(f"backbone:     {meta['backbone']} ({shape})")
     if "parameters" in meta:
         print(f"parameters:   {meta['parameters']:,}")
+    if meta.get("classes"):
+        print(f"classes:      {', '.join(meta['classes'])}")
+        print(f"outputs:      {', '.join(meta['outputs'])}")
+        print(f"exported:     from {meta['exported_from']} at {meta['exported_at']} (contract {meta['contract']}); "
+              "run it with 'fewshot predict'")
     print(f"preprocessing: {json.dumps(meta['preprocessing'])}")
     if meta.get("validation"):
         v = meta["validation"]

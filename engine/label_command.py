@@ -285,10 +285,10 @@ def format_summary(r: dict[str, Any]) -> str:
     lines.append(f"{r['labeled']} of {r['images']} images labeled; {r['embedded']} decoded at "
                  f"{r['images_per_s']:.0f} images/s, {r['from_cache']} from the cache, in {r['seconds']:.1f} s")
     if r["errors"]:
-        lines.append(f"{len(r['errors'])} bad files (not labeled):")
+        lines.append(f"{len(r['errors'])} unreadable file{'s' if len(r['errors']) != 1 else ''} (not labeled):")
         lines += [f"  {e['path']}: {e['reason']}" for e in r["errors"]]
     if r["skipped"]:
-        lines.append(f"{len(r['skipped'])} entries skipped:")
+        lines.append(f"{len(r['skipped'])} entr{'ies' if len(r['skipped']) != 1 else 'y'} skipped:")
         lines += [f"  {s['path']}: {s['reason']}" for s in r["skipped"]]
     for kind, e in r["exports"].items():
         lines.append(f"exported {kind}: {e['path']}")

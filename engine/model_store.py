@@ -7,6 +7,8 @@ ProtoNet head; nothing to train, the head is the examples themselves).
 """
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,10 +163,37 @@ def load_onnx_model(spec: str, preprocessing: Preprocessing | None = None) -> Lo
     return LoadedModel(spec, learner, prep, onnx_meta(features, prep))
 
 
+def describe_export(path: str) -> dict[str, Any] | None:
+    """What ``fewshot info`` prints for a model written by ``fewshot export`` (its contract,
+    engine/export/onnx_model.py), or None for any other ONNX file."""
+    from engine.errors import ModelInputError
+    from engine.onnx_session import read_contract
+    if not Path(path).is_file():
+        return None
+    try:
+        contract = read_contract(path)
+    except ModelInputError:
+        return None  # another ONNX model: described as a feature extractor
+    prep = contract["preprocessing"]
+    try:
+        config, outputs = json.loads(contract.get("method_config", "{}")), json.loads(contract.get("outputs", "[]"))
+    except json.JSONDecodeError:
+        config, outputs = {}, []
+    return {"backbone": f"{contract.get('backbone') or 'unknown'}, adapted and exported", "method": contract.get("method", ""),
+            "method_config": config, "channels": prep["channels"], "image_size": prep["size"], "preprocessing": prep,
+            "classes": contract["class_names"], "outputs": outputs, "exported_from": contract.get("source_model"),
+            "exported_at": contract.get("exported_at"), "contract": contract.get("fewshot_contract"),
+            "description": f"an adapted model written by fewshot export ({len(contract['class_names'])} classes): "
+                           "run it with 'fewshot predict'"}
+
+
 def describe(spec: str) -> dict[str, Any]:
     """What ``fewshot info`` prints: the model's metadata without building it."""
     if is_onnx_spec(spec):
         from engine.models.onnx_features import prepare, remembered_preprocessing
+        exported = describe_export(spec)
+        if exported is not None:
+            return exported
         features = prepare(spec)
         prep = remembered_preprocessing(spec)
         return {"backbone": "onnx", "method": "protonet",

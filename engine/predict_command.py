@@ -282,9 +282,18 @@ def run_predict(args: argparse.Namespace) -> int:
     if csv_path is not None:
         check_new_output(csv_path, "--csv")
     t0 = time.perf_counter()
+    # A missing path among others is listed with the files that could not be read; when
+    # nothing given exists, or holds an image, there is nothing to predict: a run that
+    # exited 0 would hide the typo.
+    existing = [p for p in args.inputs if os.path.lexists(p)]
+    if not existing:
+        raise FewShotError(f"{args.inputs[0]} does not exist; give image files or folders of images")
+    files = find_images(args.inputs)
+    if len(files) == len(args.inputs) - len(existing):
+        raise FewShotError(f"no image files in {', '.join(map(str, existing))} or its sub-folders; give image "
+                           "files or folders that hold them")
     session, provider, contract, prep = open_model(args.model, threads=args.threads, prefer_gpu=not args.cpu)
     print(f"onnxruntime provider: {provider}", file=sys.stderr)
-    files = find_images(args.inputs)
     result = PredictResult(str(args.model), provider, contract["class_names"], score_outputs(session))
     bar = None
     if sys.stderr.isatty() and len(files) > args.batch_size:
@@ -312,11 +321,11 @@ def run_predict(args: argparse.Namespace) -> int:
 def format_result(r: PredictResult, csv_path: Path | None, listing: bool) -> str:
     lines = []
     if listing and r.images:
-        width = max(len(i.path) for i in r.images)
-        lines += [f"{i.path:<{width}}  {i.label}  {i.confidence:.3f}" for i in r.images]
+        width, label_width = max(len(i.path) for i in r.images), max(len(i.label) for i in r.images)
+        lines += [f"{i.path:<{width}}  {i.label:<{label_width}}  {i.confidence:.3f}" for i in r.images]
     lines.append(f"{len(r.images)} images predicted with {r.model} on {r.provider} in {r.seconds:.1f} s"
                  + (f"; written to {csv_path}" if csv_path is not None else ""))
     if r.errors:
-        lines.append(f"{len(r.errors)} files could not be read:")
+        lines.append(f"{len(r.errors)} file{'s' if len(r.errors) != 1 else ''} could not be read:")
         lines += [f"  {p}: {reason}" for p, reason in r.errors]
     return "\n".join(lines)

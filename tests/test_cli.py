@@ -140,3 +140,11 @@ def test_without_pytorch_commands_that_need_it_say_so_in_one_line(capsys):
     with pytest.raises(SystemExit) as e:
         main(["check", "--help"], torch_available=False)
     assert e.value.code == 0 and "--project" in capsys.readouterr().out
+
+
+def test_a_model_that_is_a_file_is_named_as_such(tmp_path, capsys):
+    junk = tmp_path / "model.pt"
+    junk.write_bytes(b"\x00not a model")
+    assert main(["info", str(junk)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {junk} is a file, not a model folder") and "not found" not in err

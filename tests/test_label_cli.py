@@ -84,7 +84,7 @@ def test_text_summary_names_bad_files_with_reasons(data, tmp_path, capsys):
     examples, images, _ = data
     assert label("--project", str(tmp_path / "t.fewshot"), "--examples", str(examples), "--images", str(images)) == 0
     out = capsys.readouterr().out
-    assert "1 bad files" in out and "broken.png: the file is truncated" in out
+    assert "1 unreadable file (not labeled)" in out and "broken.png: the file is truncated" in out
     assert f"{WAY * 12} of {WAY * 12 + 1} images labeled" in out
 
 

@@ -156,11 +156,23 @@ def test_refuses_a_missing_model(setup, tmp_path):
     assert "does not exist" in err
 
 
-def test_missing_image_is_listed_not_fatal(setup, tmp_path):
-    result, _ = predict_json("--model", str(setup["model"]), str(tmp_path / "gone.png"))
-    assert result["count"] == 0
+def test_missing_image_among_others_is_listed_not_fatal(setup, tmp_path):
+    image = next(iter(setup["chars"].values()))[0]
+    result, _ = predict_json("--model", str(setup["model"]), str(tmp_path / "gone.png"), str(image))
+    assert result["count"] == 1
     assert result["errors"][0]["path"] == str(tmp_path / "gone.png")
     assert "not found" in result["errors"][0]["reason"]
+
+
+def test_nothing_to_predict_is_an_error(setup, tmp_path):
+    """A typo'd folder, or folders without images: one error line and exit 2, not a run
+    that predicts nothing and exits 0."""
+    err = refused("--model", str(setup["model"]), str(tmp_path / "typo"))
+    assert "typo does not exist" in err
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "sub" / "notes.txt").write_text("no images here")
+    err = refused("--model", str(setup["model"]), str(tmp_path / "empty"), str(tmp_path / "typo"))
+    assert "no image files in" in err and "empty" in err
 
 
 def test_make_session_falls_back_to_the_cpu_quietly(setup, capfd):
@@ -190,3 +202,10 @@ def test_read_contract_reads_sessions_protos_and_paths(setup):
         zf.writestr("readme.txt", "no model here")
     err = refused("--model", str(setup["root"] / "x.zip"), str(setup["images"]))
     assert "without model.onnx" in err
+
+
+def test_info_describes_an_exported_model_by_its_contract(setup):
+    code, stdout, stderr = run_cli("info", str(setup["model"]))
+    assert code == 0, stderr
+    assert f"classes:      {', '.join(setup['classes'])}" in stdout
+    assert "adapted and exported" in stdout and "fewshot predict" in stdout and "None" not in stdout

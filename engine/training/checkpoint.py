@@ -53,6 +53,9 @@ def save_model(folder: str | Path, state_dict: dict[str, torch.Tensor], meta: di
 
 def read_meta(folder: str | Path) -> dict[str, Any]:
     folder = Path(folder)
+    if folder.is_file():
+        raise CheckpointError(f"{folder} is a file, not a model folder: give a folder made by 'fewshot train', a "
+                              "bundled name, or an ONNX feature extractor (.onnx)")
     if not folder.is_dir():
         raise CheckpointError(f"model folder not found: {folder} (give a folder made by 'fewshot train' or a bundled name)")
     path = folder / META
