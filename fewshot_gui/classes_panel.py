@@ -17,13 +17,14 @@ from PySide6.QtWidgets import (QApplication, QColorDialog, QFileDialog, QFrame, 
                                QMenu, QMessageBox, QPushButton, QScrollArea, QSizePolicy, QToolButton, QVBoxLayout,
                                QWidget)
 
+from fewshot_gui.elided_label import ElidedLabel
 from fewshot_gui.class_order import ClassList, class_drag_mime, drag_pixmap, moved
 from fewshot_gui.folders import last_folder, remember_folder
+from fewshot_gui.project_state import EXAMPLE_PATHS_SHOWN as MAX_SHOWN_EXAMPLES
 from fewshot_gui.results_model import IDS_MIME
 from fewshot_gui.thumbnails import ThumbnailLoader
 
 EXAMPLE_THUMB = 36
-MAX_SHOWN_EXAMPLES = 5
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.gif *.webp *.tif *.tiff *.ppm *.pgm *.pbm)"
 
 
@@ -69,7 +70,7 @@ class ClassCard(QFrame):
         self.grip.setStyleSheet("color: palette(mid);")
         self.swatch = QLabel()
         self.swatch.setFixedSize(14, 14)
-        self.name = QLabel()
+        self.name = ElidedLabel()
         font = self.name.font()
         font.setBold(True)
         self.name.setFont(font)
@@ -87,7 +88,6 @@ class ClassCard(QFrame):
         head.addWidget(self.grip)
         head.addWidget(self.swatch)
         head.addWidget(self.name, 1)
-        head.addWidget(self.count)
         head.addWidget(self.key)
         head.addWidget(self.more)
         self.strip = QHBoxLayout()
@@ -98,9 +98,9 @@ class ClassCard(QFrame):
             t.setFixedSize(EXAMPLE_THUMB, EXAMPLE_THUMB)
             t.setAlignment(Qt.AlignmentFlag.AlignCenter)
             self.strip.addWidget(t)
-        self.overflow = QLabel()
-        self.strip.addWidget(self.overflow)
+        # The count beside the thumbnails, not the name: the name gets the head's width.
         self.strip.addStretch(1)
+        self.strip.addWidget(self.count)
         self.hint = QLabel("Drop example images here")
         self.hint.setStyleSheet("color: palette(placeholder-text); font-style: italic;")
         layout = QVBoxLayout(self)
@@ -122,7 +122,6 @@ class ClassCard(QFrame):
         self.key.setText(str(key) if key is not None else "")
         self.key.setVisible(key is not None)
         self.hint.setVisible(n == 0)
-        self.overflow.setText(f"+{n - MAX_SHOWN_EXAMPLES}" if n > MAX_SHOWN_EXAMPLES else "")
         self._show_thumbs()
 
     def _show_thumbs(self) -> None:

@@ -57,7 +57,7 @@ class ProbabilityBars(QWidget):
             p.setPen(pal.text().color())
             label = ("\u2713 " if confirmed else "") + name
             p.drawText(QRect(0, y, name_w - 4, self.ROW), Qt.AlignmentFlag.AlignVCenter,
-                       p.fontMetrics().elidedText(label, Qt.TextElideMode.ElideRight, name_w - 4))
+                       p.fontMetrics().elidedText(label, Qt.TextElideMode.ElideMiddle, name_w - 4))
             track = QRect(name_w, y + 5, self.width() - name_w - pct_w, self.ROW - 10)
             p.setPen(Qt.PenStyle.NoPen)
             p.setBrush(pal.alternateBase().color())

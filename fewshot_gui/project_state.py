@@ -15,7 +15,7 @@ from PySide6.QtCore import QObject, Signal
 
 log = logging.getLogger(__name__)
 
-EXAMPLE_PATHS_SHOWN = 5  # as many as a class card shows
+EXAMPLE_PATHS_SHOWN = 4  # as many as a class card shows: with its example count, they fit the panel's width
 Fetch = Callable[[Callable[[], Any], Callable[[Any], None], Callable[[str], None] | None], None]
 
 

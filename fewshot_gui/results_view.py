@@ -81,7 +81,7 @@ class TileDelegate(QStyledItemDelegate):
         if out is None:
             if len(self._elided) > 2000:  # class names are few; widths change with the font
                 self._elided.clear()
-            out = self._elided[key] = p.fontMetrics().elidedText(text, Qt.TextElideMode.ElideRight, width)
+            out = self._elided[key] = p.fontMetrics().elidedText(text, Qt.TextElideMode.ElideMiddle, width)
         return out
 
     def _frame(self, p: QPainter, r: QRect, fill: QColor, pen: QPen) -> None:
