@@ -66,6 +66,9 @@ class ResultsPage(QWidget):
         self.hide_confirmed.clicked.connect(lambda: setattr(self, "_hide_chosen", True))
         self._hide_chosen = False  # the person set the box: picking a sort no longer does
         self.sort_box = QComboBox()
+        # Their entries change with the method's scores: sized to what they hold now, not at first show.
+        for box in (self.flag_filter, self.sort_box):
+            box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self._sorts: list[tuple[str, str, bool]] = []
         self._flags: list[str | None] = []
         self.set_scores(None)

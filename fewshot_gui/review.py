@@ -51,6 +51,7 @@ class ReviewPanel(QWidget):
         self.chooser.chosen.connect(self._chosen)
 
         self.mode = QComboBox()
+        self.mode.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)  # its modes follow the method
         for label, mode in MODES:
             self.mode.addItem(label, mode)
         self.mode.currentIndexChanged.connect(lambda _i: self.mode_changed.emit(self.mode.currentData()))

@@ -84,14 +84,21 @@ def test_margin_orders_the_smallest_gap_first(project):
 
 
 def test_mutual_information_is_used_where_the_method_gives_it(project):
+    """"Most informative first" is BALD where the predictions carry mutual information;
+    "Most uncertain first" stays the total uncertainty, as the grid's sort of that name."""
     p, ids, _ = project
     model_id = p.current_model()[0]
-    rows = [PredictionRow(i, _probs(0.5), [c.id for c in p.classes()], 0.5, 0.1, mutual_info=float(k % 7),
-                          ood_score=0.0) for k, i in enumerate(ids)]
+    rows = [PredictionRow(i, _probs(0.5), [c.id for c in p.classes()], float((3 * k) % 5), 0.1,
+                          mutual_info=float(k % 7), ood_score=0.0) for k, i in enumerate(ids)]
     p.write_predictions(model_id, rows)
-    order = review_order(p, "uncertain")
-    mi = [p.image(i).mutual_info for i in order]
-    assert mi == sorted(mi, reverse=True) and mi[0] == 6.0
+    informative = review_order(p, "informative")
+    assert p.image(informative[0]).mutual_info == 6.0
+    uncertain = review_order(p, "uncertain")
+    entropy = [p.image(i).entropy for i in uncertain]
+    assert entropy == sorted(entropy, reverse=True) and entropy[0] == 4.0
+    assert p.image(uncertain[0]).mutual_info != 6.0  # the two orders differ here
+    mi = [p.image(i).mutual_info for i in review_order(p, "uncertain", measure="mutual_info")]
+    assert mi == sorted(mi, reverse=True)
 
 
 def test_outliers_put_the_highest_ood_score_first(project):

@@ -1,11 +1,11 @@
 """The order in which to show predictions to a reviewer.
 
-- ``uncertain``: least sure first, by the best measure the method gives: mutual
-  information (the epistemic part, for methods that sample weights) where the
-  predictions carry it, else predictive entropy; or margin (top-1 minus top-2),
-  on request.
+- ``uncertain``: least sure first, by predictive entropy (the total uncertainty, as the
+  grid's "Most uncertain first" sorts); or margin (top-1 minus top-2) or mutual
+  information, on request.
 - ``outliers``: highest OOD score first: images that look like none of the classes.
-- ``informative``: uncertain *and* different from each other. Ten copies of the
+- ``informative``: uncertain in the sense a new example would fix (mutual information,
+  BALD, where the predictions carry it; else entropy) *and* different from each other. Ten copies of the
   same confusing photo teach the model once; a greedy pick that discounts each
   candidate's uncertainty by its cosine similarity (in the backbone's embedding
   space) to the images already picked spreads the top of the list over distinct
@@ -54,15 +54,16 @@ def review_order(project: "Project", mode: str, *, measure: str = "auto", limit:
         raise FewShotError(f"limit must be 0 or more (got {limit})")
     if mode == "outliers":
         return [r.id for r in _walk(project, "ood", descending=True, limit=limit)]
-    sort, descending = _uncertainty_sort(project, measure)
+    sort, descending = _uncertainty_sort(project, measure, epistemic=mode == "informative")
     if mode == "uncertain":
         return [r.id for r in _walk(project, sort, descending, limit)]
     return _informative(project, sort, descending, limit)
 
 
-def _uncertainty_sort(project: "Project", measure: str) -> tuple[str, bool]:
-    """(store sort key, descending) for the most uncertain first."""
-    if measure == "auto":
+def _uncertainty_sort(project: "Project", measure: str, epistemic: bool) -> tuple[str, bool]:
+    """(store sort key, descending) for the most uncertain first; ``auto`` is entropy, or
+    with ``epistemic`` mutual information where the predictions carry it."""
+    if measure == "auto" and epistemic:
         top = project.query(status="predicted", sort="mutual_info", descending=True, limit=1)
         measure = "mutual_info" if top and top[0].mutual_info is not None else "entropy"
     if measure == "margin":
