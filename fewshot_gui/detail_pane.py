@@ -190,7 +190,7 @@ class DetailPane(QWidget):
     def _show_scores(self, scores: dict[str, float | None]) -> None:
         for row, (name, label) in enumerate(self.score_labels.items()):
             value = scores.get(name)
-            label.setText("" if value is None else f"{value:.3f}")
+            label.setText("" if value is None else score_text(name, value))
             self.numbers.setRowVisible(row, value is not None)
 
     def _show_preview(self) -> None:
@@ -223,3 +223,16 @@ def describe_label(rec: Any, classes: dict[int, Any]) -> str:
         return f"Confirmed: <b>{name}</b>"
     conf = "" if rec.confidence is None else f" ({rec.confidence:.0%})"
     return f"Predicted: <b>{name}</b>{conf}"
+
+
+def score_text(name: str, value: float) -> str:
+    """A score with what its size means, "1.030, high (above 0.5)", "0.022, low (high above
+    0.1)", "0.05, a close call (below 0.2)": the threshold is the flag that the grid's filter
+    and the plain line use."""
+    score = uncertainty.BY_NAME[name]
+    if score.flag is None:
+        return f"{value:.3f}"
+    flag = f"{score.flag:.2g}"
+    if score.descending:  # higher is more uncertain
+        return f"{value:.3f}, high (above {flag})" if value > score.flag else f"{value:.3f}, low (high above {flag})"
+    return f"{value:.3f}, a close call (below {flag})" if value < score.flag else f"{value:.3f}, clear (close below {flag})"

@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QMenu, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QMenu, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
 from engine.methods import uncertainty
 from fewshot_gui.class_chooser import ClassChooser, class_for_key, opens_chooser
@@ -69,6 +69,8 @@ class ResultsPage(QWidget):
         # Their entries change with the method's scores: sized to what they hold now, not at first show.
         for box in (self.flag_filter, self.sort_box):
             box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        # The sort is read whole; a filter's long entry ("Only images unlike the examples") may shrink instead.
+        self.sort_box.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
         self._sorts: list[tuple[str, str, bool]] = []
         self._flags: list[str | None] = []
         self.set_scores(None)

@@ -68,12 +68,12 @@ SCORES: tuple[Score, ...] = (
     Score("ood_score", "Unusualness",
           "How far the image is from the nearest class, measured against how far that class's own examples "
           "are from it: about 1 is typical, several times that looks like none of the classes.",
-          HIGHER, required=False, onnx_output=True, sort_label="Most unusual (OOD) first",
+          HIGHER, required=False, onnx_output=True, sort_label="Most unusual first",
           flag=2.0, flag_label="unusual images"),
     Score("mutual_info", "Few examples like it",
           "The part of the uncertainty that more examples would remove (epistemic; mutual information "
           "between the label and the model's weights): high for images unlike the examples so far.",
-          HIGHER, required=False, onnx_output=True, sort_label="Most informative first (BALD)",
+          HIGHER, required=False, onnx_output=True, sort_label="Most informative first",
           flag=0.1, flag_label="images unlike the examples"),
     Score("aleatoric", "Ambiguous image",
           "The part of the uncertainty that comes from the image itself (aleatoric; the expected entropy "
