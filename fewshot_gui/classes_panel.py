@@ -267,7 +267,7 @@ class ClassesPanel(QWidget):
         layout.setContentsMargins(6, 6, 6, 6)
         layout.addLayout(head)
         layout.addWidget(scroll, 1)
-        self.setMinimumWidth(270)
+        self.setMinimumWidth(220)  # long class names shorten (elided_label.py)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
 
     def set_classes(self, classes: list[Any], examples: dict[int, list[str]]) -> None:

@@ -112,7 +112,7 @@ class DetailPane(QWidget):
         # One row per registered score, shown only when the image has a value for it.
         self.score_labels: dict[str, QLabel] = {}
         for score in uncertainty.SCORES:
-            value = QLabel()
+            value = QLabel(wordWrap=True)  # its meaning wraps under it instead of widening the window
             name = QLabel(score.label)
             for w in (name, value):
                 w.setToolTip(score.description)
@@ -232,7 +232,7 @@ def score_text(name: str, value: float) -> str:
     score = uncertainty.BY_NAME[name]
     if score.flag is None:
         return f"{value:.3f}"
-    flag = f"{score.flag:.2g}"
+    flag = f"{score.flag:.3g}"
     if score.descending:  # higher is more uncertain
         return f"{value:.3f}, high (above {flag})" if value > score.flag else f"{value:.3f}, low (high above {flag})"
     return f"{value:.3f}, a close call (below {flag})" if value < score.flag else f"{value:.3f}, clear (close below {flag})"

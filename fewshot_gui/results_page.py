@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QMenu, QPushButton, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QMenu, QPushButton, QVBoxLayout, QWidget
 
 from engine.methods import uncertainty
 from fewshot_gui.class_chooser import ClassChooser, class_for_key, opens_chooser
@@ -55,7 +55,6 @@ class ResultsPage(QWidget):
         self.chooser = ClassChooser(self.grid)
         self.chooser.chosen.connect(lambda class_id: self.assign_requested.emit(class_id))
         self.class_filter = QComboBox()
-        self.class_filter.setMinimumWidth(140)
         self.status_filter = QComboBox()
         for label, status in STATUSES:
             self.status_filter.addItem(label, status)
@@ -66,11 +65,14 @@ class ResultsPage(QWidget):
         self.hide_confirmed.clicked.connect(lambda: setattr(self, "_hide_chosen", True))
         self._hide_chosen = False  # the person set the box: picking a sort no longer does
         self.sort_box = QComboBox()
-        # Their entries change with the method's scores: sized to what they hold now, not at first show.
-        for box in (self.flag_filter, self.sort_box):
+        # Each box asks for its longest entry (the filters' and sort's follow the method's scores:
+        # sized to what they hold now, not at first show), and shrinks to these widths before the
+        # window has to be wider: on a 1280 px screen the row must fit. The sort box, read whole
+        # more often, gives up least.
+        for box, narrowest in ((self.class_filter, 90), (self.status_filter, 90), (self.flag_filter, 90),
+                               (self.sort_box, 150)):
             box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
-        # The sort is read whole; a filter's long entry ("Only images unlike the examples") may shrink instead.
-        self.sort_box.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
+            box.setMinimumWidth(narrowest)
         self._sorts: list[tuple[str, str, bool]] = []
         self._flags: list[str | None] = []
         self.set_scores(None)

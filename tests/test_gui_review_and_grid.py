@@ -236,6 +236,7 @@ def test_each_number_in_the_detail_pane_says_what_its_size_means():
     from fewshot_gui.detail_pane import score_text
     assert score_text("aleatoric", 1.03) == "1.030, high (above 0.5)"
     assert score_text("mutual_info", 0.022) == "0.022, low (high above 0.1)"
-    assert score_text("entropy", 1.052) == "1.052, high (above 0.69)"
+    assert score_text("entropy", 1.052) == "1.052, high (above 0.693)"
+    assert score_text("entropy", 0.692) == "0.692, low (high above 0.693)"
     assert score_text("margin", 0.05) == "0.050, a close call (below 0.2)"
     assert score_text("margin", 0.9) == "0.900, clear (close below 0.2)"
