@@ -34,7 +34,8 @@ class TrainingCurves(QWidget):
         self.acc_smooth = self.acc_plot.plot(pen=pg.mkPen("#1f77b4", width=2))
         self.val_hi = pg.PlotDataItem(pen=pg.mkPen(None))
         self.val_lo = pg.PlotDataItem(pen=pg.mkPen(None))
-        self.acc_plot.addItem(pg.FillBetweenItem(self.val_lo, self.val_hi, brush=pg.mkBrush(214, 39, 40, 50)))
+        self.val_band = pg.FillBetweenItem(self.val_lo, self.val_hi, brush=pg.mkBrush(214, 39, 40, 50))
+        self.acc_plot.addItem(self.val_band)
         self.val_line = self.acc_plot.plot(pen=pg.mkPen("#d62728", width=2), symbol="o", symbolSize=5,
                                            symbolBrush="#d62728")
         self.best = pg.ScatterPlotItem(symbol="star", size=16, brush=pg.mkBrush("#ff9f1c"), pen=pg.mkPen("k"))
@@ -108,5 +109,8 @@ class TrainingCurves(QWidget):
             self.val_line.setData(xs, [v[1] for v in self.val])
             self.val_hi.setData(xs, [v[1] + v[2] for v in self.val])
             self.val_lo.setData(xs, [v[1] - v[2] for v in self.val])
+            # The band keeps its last path when its curves empty: a new run showed the old one's.
+            self.val_band.setVisible(bool(xs))
+            self.val_band.updatePath()
             self.best.setData([self.best_point[0]] if self.best_point else [],
                               [self.best_point[1]] if self.best_point else [])

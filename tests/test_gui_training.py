@@ -172,3 +172,23 @@ def test_the_form_gives_every_setting_to_the_child(qtbot, window, tmp_path):
     f.image_size.setValue(0)  # "dataset's own": neither flag is passed
     args = build_parser(methods=True).parse_args(f.args())
     assert args.channels is None and args.image_size is None
+
+
+def test_a_new_run_starts_on_empty_curves(qtbot):
+    """The validation band kept its last path when its curves emptied: a new run (or a
+    past run opened after one) showed the previous run's band and x range."""
+    from fewshot_gui.training_curves import TrainingCurves
+    curves = TrainingCurves()
+    qtbot.addWidget(curves)
+    curves.show()
+    for step in range(10, 50, 10):
+        curves.add({"event": "episode", "episode": step, "loss": 1.0, "acc": 0.5, "lr": 1e-3})
+    for step in (20, 40):
+        curves.add({"event": "validation", "episode": step, "accuracy": 0.7, "ci95": 0.05, "best": True})
+    assert curves.val_band.isVisible() and not curves.val_band.path().isEmpty()
+    curves.clear()
+    for step in (5, 10, 15):
+        curves.add({"event": "episode", "episode": step, "loss": 1.0, "acc": 0.5, "lr": 1e-3})
+    qtbot.wait(50)
+    assert not curves.val_band.isVisible()
+    assert curves.acc_plot.viewRange()[0][1] < 30  # the new run's steps, not the old run's 40
