@@ -38,6 +38,9 @@ def cmd_evaluate(args) -> int:
     from engine.paths import check_new_output
     device = pick_device(args.device)
     if args.reliability_plot:
+        if Path(args.reliability_plot).suffix.lower() != ".png":
+            raise FewShotError(f"--reliability-plot writes a PNG image: give a file name ending in .png, not "
+                               f"{Path(args.reliability_plot).name}")
         check_new_output(Path(args.reliability_plot), "--reliability-plot")
     model = with_method(load_model(args.model, device), args.method)
     if args.lake_runs:
@@ -56,9 +59,10 @@ def cmd_evaluate(args) -> int:
     _check_dir(args.data_root, "--data-root")
     from tqdm import tqdm
 
-    from engine.data.sampler import EpisodeSampler
+    from engine.data.sampler import EpisodeSampler, check_task_shape
     from engine.training.datasets import open_dataset
     from engine.training.evaluate import evaluate_episodes
+    check_task_shape(args.way, args.shot, args.query)
     dataset = open_dataset(args.dataset, args.data_root, args.split, model.preprocessing)
     sampler = EpisodeSampler(dataset, args.way, args.shot, args.query, seed=args.seed)
     with tqdm(total=args.episodes, unit="episode", desc="evaluating", file=sys.stderr,

@@ -119,6 +119,7 @@ def _progress_printer():
 
 
 def run_train(args) -> int:
+    from engine.data.sampler import check_task_shape
     from engine.training.trainer import Trainer
 
     emit, stream = _events_writer(args.events)
@@ -132,6 +133,9 @@ def run_train(args) -> int:
                                    "vinyals-train, ...; miniimagenet: train, val, test)")
             if cfg.episodes < 1:
                 raise FewShotError("--episodes must be at least 1")
+            check_task_shape(cfg.way, cfg.shot, cfg.query, "training episodes")
+            if cfg.val_split:
+                check_task_shape(cfg.val_way, cfg.val_shot, cfg.val_query, "validation episodes")
             if cfg.meta_batch < 1:
                 raise FewShotError("--meta-batch must be at least 1")
             trainer = Trainer(cfg, emit or _progress_printer(), resume_from=args.resume)

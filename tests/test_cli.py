@@ -148,3 +148,20 @@ def test_a_model_that_is_a_file_is_named_as_such(tmp_path, capsys):
     assert main(["info", str(junk)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {junk} is a file, not a model folder") and "not found" not in err
+
+
+def test_tasks_that_score_nothing_are_refused_before_any_work(capsys, tmp_path):
+    """A user trial: --query 0 printed NaN figures and trained on a NaN loss, --way 1 reported
+    100% ± 0; and an oversized validation way did not say it was the validation's."""
+    from data_fixtures import OMNIGLOT_ROOT, require_shared
+    root = str(require_shared(OMNIGLOT_ROOT))
+    for extra in (["--query", "0"], ["--way", "1"]):
+        assert main(["evaluate", "--model", "omniglot", "--dataset", "omniglot", "--data-root", root,
+                     "--split", "small2", "--episodes", "2", *extra]) == 2
+        assert "need way >= 2, shot >= 1 and query >= 1" in capsys.readouterr().err
+    assert main(["evaluate", "--model", "omniglot", "--dataset", "omniglot", "--data-root", root, "--split",
+                 "small2", "--episodes", "2", "--reliability-plot", str(tmp_path / "r.jpg")]) == 2
+    assert "ending in .png" in capsys.readouterr().err
+    assert main(["train", "--dataset", "omniglot", "--data-root", root, "--split", "small1", "--episodes", "2",
+                 "--val-split", "small2", "--val-way", "1000", "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.startswith("error: validation on small2: 1000-way episodes")

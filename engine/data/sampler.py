@@ -24,6 +24,15 @@ log = logging.getLogger(__name__)
 _END = object()
 
 
+
+def check_task_shape(way: int, shot: int, query: int, what: str = "episodes") -> None:
+    """For training and evaluation, which score classifications: 2 classes or more (one is
+    no choice), and at least one example and one query of each (the queries are what is
+    scored; with none every figure is NaN)."""
+    if way < 2 or shot < 1 or query < 1:
+        raise EpisodeError(f"{what} need way >= 2, shot >= 1 and query >= 1 (got way {way}, shot {shot}, "
+                           f"query {query}): one class is no choice, and the queries are what is scored")
+
 class EpisodeSampler:
     """``sampler[i]`` is episode ``i``: ``way`` classes drawn without replacement, and
     ``shot + query`` distinct images from each; labels 0..way-1 follow the order the
@@ -44,8 +53,10 @@ class EpisodeSampler:
                                f"shot={self.shot}, query={self.query}")
         n_classes = len(self.dataset)
         if n_classes < self.way:
+            rotated = getattr(self.dataset, "_rot", None) is not None
+            how = f" ({n_classes // 4} characters, each in 4 rotations)" if rotated else ""
             raise EpisodeError(f"{self.way}-way episodes need at least {self.way} classes, but the dataset has "
-                               f"{n_classes}; lower the way to {n_classes} or add classes")
+                               f"{n_classes}{how}; lower the way to {n_classes} or add classes")
         need = self.shot + self.query
         small = [(c, s) for c, s in enumerate(self.dataset.class_sizes()) if s < need]
         if small:

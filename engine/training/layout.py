@@ -29,8 +29,10 @@ def check_layout(kind: str, root: str, split: str = "") -> str:
     if kind == "unlabeled" and folder.is_file():
         from engine.training.cactus import find_images
         return f"{len(find_images(folder))} unlabeled images listed in {folder.name}"
-    if not root or not folder.is_dir():
-        raise DatasetLayoutError(f"{root or 'no folder'} is not a folder; choose the folder that holds the data")
+    if not root:
+        raise DatasetLayoutError("no data folder is chosen yet; choose the folder that holds the data")
+    if not folder.is_dir():
+        raise DatasetLayoutError(f"{root} is not a folder; choose the folder that holds the data")
     if kind == "omniglot":
         return _check_omniglot(folder, split)
     if kind == "miniimagenet":

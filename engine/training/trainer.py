@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from engine.data.sampler import EpisodeSampler
-from engine.errors import CheckpointError, FewShotError
+from engine.errors import CheckpointError, EpisodeError, FewShotError
 from engine.methods.registry import build_method
 from engine.runtime import describe_device, pick_device
 from engine.training.checkpoint import load_resume, read_meta, save_model, save_resume
@@ -68,7 +68,11 @@ class Trainer:
         if cfg.val_split:
             val_set = open_dataset(cfg.dataset, cfg.data_root, cfg.val_split, self.prep)
             # A seed apart from training's, fixed for the whole run: every validation sees the same episodes.
-            self.val_sampler = EpisodeSampler(val_set, cfg.val_way, cfg.val_shot, cfg.val_query, seed=cfg.seed + 10_007)
+            try:
+                self.val_sampler = EpisodeSampler(val_set, cfg.val_way, cfg.val_shot, cfg.val_query,
+                                                  seed=cfg.seed + 10_007)
+            except EpisodeError as e:  # say which episodes: the training split may well be large enough
+                raise EpisodeError(f"validation on {cfg.val_split}: {e}") from None
         torch.manual_seed(cfg.seed)  # the same on every rank: all start from the same weights
         backbone = build_backbone(cfg.backbone, channels=channels, image_size=size)
         self.learner = build_method(cfg.method, backbone, cfg.method_config, who="the method options").to(self.device)
