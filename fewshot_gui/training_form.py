@@ -176,7 +176,7 @@ class TrainingForm(QWidget):
         out_browse.clicked.connect(self._browse_out)
         form.addRow("Output folder", _row(self.out, out_browse))
         self.dataset.currentIndexChanged.connect(self._dataset_changed)
-        self.method.currentIndexChanged.connect(lambda _i: self._suggest_out())
+        self.method.currentIndexChanged.connect(lambda _i: self.suggest_out())
         self._dataset_changed()
 
     # ------------------------------------------------------------ filling
@@ -191,7 +191,7 @@ class TrainingForm(QWidget):
         self.method.setCurrentIndex(max(0, self.method.findData("protonet")))
         self.method.blockSignals(False)
         self._show_options()
-        self._suggest_out()
+        self.suggest_out()
 
     def _show_options(self) -> None:
         while self.options_form.rowCount():
@@ -218,12 +218,18 @@ class TrainingForm(QWidget):
         self.val_episodes.setVisible(not unlabeled)
         form.labelForField(self.val_every.parentWidget()).setText(SAVE_TEXT if unlabeled else VALIDATE_TEXT)
         self.split.lineEdit().setPlaceholderText("" if kind in SPLITS else "optional: a sub-folder")
-        self._suggest_out()
+        self.suggest_out()
 
-    def _suggest_out(self) -> None:
+    def suggest_out(self) -> None:
+        """A new folder for the next run (a fresh name: the last run holds its own), unless the
+        person typed one."""
         if not self.out.isModified():  # a folder the person typed is theirs
             name = f"{self.method.currentData() or 'protonet'}-{self.dataset.currentData()}-{time.strftime('%Y%m%d-%H%M%S')}"
-            self.out.setText(str(self.runs_root / name))
+            folder, n = self.runs_root / name, 1
+            while folder.exists():  # a run ended within the second its name was given
+                n += 1
+                folder = self.runs_root / f"{name}-{n}"
+            self.out.setText(str(folder))
 
     def _browse_root(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder that holds the data", self.root.text())

@@ -106,6 +106,7 @@ class TrainingPanel(QWidget):
         self.resize(1280, 860)
         self._last_episode: dict | None = None
         self._best: dict | None = None
+        self._done = False  # the run shown finished: Resume has nothing to go on with
         self._update_buttons()
         self.refresh_runs()
         window.submit("Reading the methods", training_jobs.panel_setup, quick=True, done=self._setup,
@@ -164,6 +165,7 @@ class TrainingPanel(QWidget):
         self.run_folder = folder
         self._remember(folder)
         self._best = None
+        self._done = False
         if fresh:
             self.curves.clear()
         else:
@@ -210,6 +212,7 @@ class TrainingPanel(QWidget):
 
     def _replay(self, folder: str) -> None:
         self._last_episode = None
+        self._done = False
         for e in read_events(folder):
             self.curves.add(e)
             self._note(e)
@@ -235,6 +238,8 @@ class TrainingPanel(QWidget):
             self._show_status(finished=False)
 
     def _note(self, e: dict) -> None:
+        if e.get("event") in ("done", "stopped"):
+            self._done = e["event"] == "done"  # a finished run has nothing to resume
         if e.get("event") == "episode":
             self._last_episode = e
         elif e.get("event") == "validation" and e.get("best"):
@@ -266,6 +271,8 @@ class TrainingPanel(QWidget):
             self._show_status(finished=True)
             self._log("stopped; Resume goes on from here" if code else "finished")
             self.status.setText(self.status.text() + (" \u00b7 stopped" if code else " \u00b7 finished"))
+            self._done = not code
+            self.form.suggest_out()  # Start again makes a new run beside this one
         self.refresh_runs()
         self._update_buttons()
 
@@ -282,7 +289,8 @@ class TrainingPanel(QWidget):
         folder = Path(self.run_folder) if self.run_folder else None
         self.btn_start.setEnabled(not going)
         self.btn_stop.setEnabled(going)
-        self.btn_resume.setEnabled(not going and folder is not None and (folder / "resume.pt").is_file())
+        self.btn_resume.setEnabled(not going and folder is not None and not self._done
+                                   and (folder / "resume.pt").is_file())
         self.btn_use.setEnabled(not going and folder is not None and (folder / "model.safetensors").is_file())
         self.btn_project.setEnabled(not going and getattr(self.window, "project", None) is not None)
 

@@ -192,3 +192,26 @@ def test_a_new_run_starts_on_empty_curves(qtbot):
     qtbot.wait(50)
     assert not curves.val_band.isVisible()
     assert curves.acc_plot.viewRange()[0][1] < 30  # the new run's steps, not the old run's 40
+
+
+def test_a_finished_run_offers_no_resume_and_start_again_makes_a_new_run(qtbot, window, tmp_path, omniglot_root):
+    """A user trial: Resume stayed enabled on a run at its last step, and Start again failed
+    with 'already holds files' because the output folder was still the finished run's."""
+    panel = open_panel(qtbot, window, tmp_path)
+    f = panel.form
+    f.root.setText(str(omniglot_root))
+    f.split.setCurrentText("small1")
+    f.val_split.setCurrentText("")
+    f.way.setValue(5)
+    f.query.setValue(2)
+    f.episodes.setValue(4)
+    f.device.setCurrentIndex(f.device.findData("cpu"))
+    first = f.out.text()
+    panel.start()
+    qtbot.waitUntil(lambda: panel.process.running(), timeout=WAIT)
+    qtbot.waitUntil(lambda: not panel.process.running(), timeout=WAIT)
+    assert "finished" in panel.status.text(), panel.log_view.toPlainText()[-2000:]
+    assert not panel.btn_resume.isEnabled() and panel.btn_use.isEnabled()
+    assert f.out.text() != first and not Path(f.out.text()).exists()
+    panel.open_run(first)
+    assert not panel.btn_resume.isEnabled()  # reopened, a finished run still has nothing to resume
