@@ -21,7 +21,7 @@ VAL_SPLITS = {"omniglot": ("", "small2", "evaluation", "vinyals-val"), "miniimag
 START = {"way": 20, "shot": 1, "query": 5, "episodes": 2000, "val_way": 5, "val_shot": 1, "val_query": 15,
          "val_every": 200, "val_episodes": 200, "seed": 0, "lr": 1e-3}
 NONE_TEXT = "default"
-VALIDATE_TEXT = "Validate and save every / episodes"
+VALIDATE_TEXT = "Validate and save every"
 SAVE_TEXT = "Save a checkpoint every"  # unlabeled data: nothing to validate on, but resumable
 
 
@@ -116,6 +116,7 @@ class TrainingForm(QWidget):
         self.val_split.lineEdit().setPlaceholderText("none: no validation")
         form.addRow("Training split", self.split)
         form.addRow("Validation split", self.val_split)
+        self.val_split.currentTextChanged.connect(lambda _t: self._validation_changed())
         self.embedder = QComboBox(editable=True)
         self.embedder.addItems(["photos", "omniglot"])
         self.embedder.setToolTip("the model whose image embeddings are clustered into classes (a bundled name or a "
@@ -139,6 +140,9 @@ class TrainingForm(QWidget):
         form.addRow("Validation way / shot / query", _row(self.val_way, self.val_shot, self.val_query))
         self.episodes = spin(1, 10_000_000, START["episodes"])
         self.val_every, self.val_episodes = spin(1, 1_000_000, START["val_every"]), spin(1, 100_000, 200)
+        self.val_every.setSuffix(" steps")
+        self.val_episodes.setPrefix("on ")
+        self.val_episodes.setSuffix(" episodes")
         form.addRow("Outer steps", self.episodes)
         self.meta_batch = spin(1, 1024, 1)
         self.meta_batch.setToolTip("episodes (tasks) averaged in each outer step; MAML papers use 4 to 32")
@@ -215,10 +219,18 @@ class TrainingForm(QWidget):
         for w, show in ((self.split, not unlabeled), (self.val_split, not unlabeled), (self.embedder, unlabeled),
                         (self.partitions.parentWidget(), unlabeled), (self.val_way.parentWidget(), not unlabeled)):
             form.setRowVisible(w, show)
-        self.val_episodes.setVisible(not unlabeled)
-        form.labelForField(self.val_every.parentWidget()).setText(SAVE_TEXT if unlabeled else VALIDATE_TEXT)
         self.split.lineEdit().setPlaceholderText("" if kind in SPLITS else "optional: a sub-folder")
+        self._validation_changed()
         self.suggest_out()
+
+    def _validation_changed(self) -> None:
+        """Without a validation split the validation rows would do nothing: they grey out, and
+        the checkpoint row says it only saves."""
+        validates = self.dataset.currentData() != "unlabeled" and bool(self.val_split.currentText().strip())
+        self.val_way.parentWidget().setEnabled(validates)
+        self.val_episodes.setVisible(validates)
+        form: QFormLayout = self.layout()
+        form.labelForField(self.val_every.parentWidget()).setText(VALIDATE_TEXT if validates else SAVE_TEXT)
 
     def suggest_out(self) -> None:
         """A new folder for the next run (a fresh name: the last run holds its own), unless the

@@ -215,3 +215,15 @@ def test_a_finished_run_offers_no_resume_and_start_again_makes_a_new_run(qtbot, 
     assert f.out.text() != first and not Path(f.out.text()).exists()
     panel.open_run(first)
     assert not panel.btn_resume.isEnabled()  # reopened, a finished run still has nothing to resume
+
+
+def test_validation_rows_grey_out_without_a_validation_split(qtbot, window, tmp_path):
+    panel = open_panel(qtbot, window, tmp_path)
+    f = panel.form
+    f.dataset.setCurrentIndex(f.dataset.findData("folder"))
+    f.val_split.setCurrentText("")
+    assert not f.val_way.parentWidget().isEnabled() and f.val_episodes.isHidden()
+    assert f.layout().labelForField(f.val_every.parentWidget()).text() == "Save a checkpoint every"
+    f.val_split.setCurrentText("val")
+    assert f.val_way.parentWidget().isEnabled() and not f.val_episodes.isHidden()
+    assert f.layout().labelForField(f.val_every.parentWidget()).text() == "Validate and save every"
