@@ -61,7 +61,19 @@ def load_model(ctx: EngineContext, h: JobHandle, spec: str, preprocessing: dict 
 def _model_info(model: Any) -> dict:
     meta = model.meta
     return {"description": str(meta.get("description") or f"{meta.get('method')} on {meta.get('backbone')}"),
-            "method": model.learner.name, "scores": tuple(model.learner.scores)}
+            "method": model.learner.name, "scores": tuple(model.learner.scores),
+            "input": input_text(model.preprocessing)}
+
+
+def input_text(prep: Any) -> str:
+    """How images reach the model, in words (the model's tooltip; ONNX files: what Labeling >
+    Model > ONNX Input Settings changes)."""
+    h, w = prep.size
+    fit = "shorter side scaled, centre cropped" if prep.resize == "shorter_side_center_crop" else "stretched"
+    numbers = lambda xs: ", ".join(f"{x:.3g}" for x in xs)  # noqa: E731
+    return (f"Images go in as {w} × {h} px {'colour' if prep.channels == 3 else 'grayscale'} ({fit}"
+            f"{', inverted' if prep.invert else ''}), normalised with mean ({numbers(prep.mean)}) and std "
+            f"({numbers(prep.std)})")
 
 
 def use_method(ctx: EngineContext, h: JobHandle, name: str) -> dict:

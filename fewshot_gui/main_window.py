@@ -300,7 +300,8 @@ class MainWindow(WindowChrome, QMainWindow):
         self.model_spec = spec
         self.settings.setValue("model", spec)
         self.model_label.setText(f"Model: {Path(spec).name}")
-        self.model_label.setToolTip(info["description"])
+        self.model_label.setToolTip(f"{info['description']}\n{info['input']}")
+        self.model_box.setToolTip(self.model_label.toolTip())
         self.model_scores = tuple(info["scores"])
         self.results_page.set_scores(self.model_scores)
         self.results_page.set_model_note(f"Labeling with: {info['description']}. A new project's first examples "

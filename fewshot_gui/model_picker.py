@@ -50,6 +50,12 @@ class ModelPicker(QObject):
         self.act_onnx.setStatusTip("Use any ONNX image model's features with a ProtoNet head")
         self.act_onnx.triggered.connect(lambda _c=False: self.choose_onnx())
         menu.addAction(self.act_onnx)
+        self.act_onnx_input = QAction("ONNX Input Settings\u2026", window)
+        self.act_onnx_input.setStatusTip("See or change how images reach the ONNX model in use: size, channels, "
+                                         "resizing, mean and std")
+        self.act_onnx_input.setEnabled(False)
+        self.act_onnx_input.triggered.connect(lambda _c=False: self.edit_onnx_input())
+        menu.addAction(self.act_onnx_input)
         menu.addSeparator()  # the Method menu follows (method_picker.py)
         self._choosers = (("Checkpoint folder\u2026", window.choose_checkpoint),
                           ("ONNX feature extractor\u2026", self.choose_onnx))
@@ -99,7 +105,23 @@ class ModelPicker(QObject):
         self.window.submit(f"Reading {Path(path).name}", lambda ctx, h: jobs.onnx_preprocessing(ctx, h, path),
                            quick=True, done=done, failed=failed)
 
-    def _ask(self, path: str, suggested: dict, shape: list) -> None:
+    def edit_onnx_input(self) -> None:
+        """The dialog again for the ONNX model in use, filled with what it remembers: the first
+        answer is not final (a wrong size or normalisation only shows in the predictions)."""
+        path = self.window.model_spec
+        if not is_onnx(path) or self.dialog is not None:
+            return
+
+        def done(result: tuple[dict | None, dict | None, list]) -> None:
+            remembered, suggested, shape = result
+            self._ask(path, remembered or suggested, shape, relabel=True)
+
+        self.window.submit(f"Reading {Path(path).name}", lambda ctx, h: jobs.onnx_preprocessing(ctx, h, path),
+                           quick=True, done=done, failed=self.window.show_error)
+
+    def _ask(self, path: str, suggested: dict, shape: list, relabel: bool = False) -> None:
+        """``relabel``: the model in use changes its input, so the open project's predictions
+        (made with the old one) are made again after the reload (jobs run in order)."""
         dialog = OnnxPreprocessingDialog(path, suggested, shape, self.window)
         self.dialog = dialog
 
@@ -108,6 +130,8 @@ class ModelPicker(QObject):
             prep = dialog.preprocessing()
             if result and prep is not None:
                 self.window._load_model(path, prep)
+                if relabel and self.window.project is not None and self.window.classes:
+                    self.window.label()
             else:
                 self.show_current()
             dialog.deleteLater()
@@ -144,6 +168,7 @@ class ModelPicker(QObject):
 
     def model_loaded(self, spec: str) -> None:
         """Remember the model among the recent ones."""
+        self.act_onnx_input.setEnabled(is_onnx(spec))
         if spec not in {s for s, _ in self.bundled}:
             recent = [spec] + [s for s in self.recent() if s != spec]
             self.window.settings.setValue(RECENT_KEY, recent[:MAX_RECENT_MODELS])

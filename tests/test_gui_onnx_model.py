@@ -132,13 +132,36 @@ def test_onnx_feature_extractor_is_asked_once_and_labels(qtbot, window, tmp_path
     recent.trigger()
     qtbot.waitUntil(lambda: window.model_label.text() == f"Model: {name} \u00b7 ProtoNet", timeout=LOAD_WAIT)
     assert picker.dialog is None and window.worker.context.model.preprocessing.resize == "stretch"
+    assert "stretched" in window.model_box.toolTip() and "0.485, 0.456, 0.406" in window.model_box.toolTip()
+
+    # The first answer is not final: Labeling > Model > ONNX Input Settings asks again, filled
+    # with what was remembered, and the model reloads with the new answer (remembered too).
+    assert picker.act_onnx_input.isEnabled()
+    picker.act_onnx_input.trigger()
+    qtbot.waitUntil(lambda: picker.dialog is not None and picker.dialog.isVisible(), timeout=WAIT)
+    assert picker.dialog.resize_rule.currentData() == "stretch"
+    picker.dialog.resize_rule.setCurrentIndex(picker.dialog.resize_rule.findData("shorter_side_center_crop"))
+    click(qtbot, picker.dialog, QDialogButtonBox.StandardButton.Ok)
+    qtbot.waitUntil(lambda: window.worker.context.model.preprocessing.resize == "shorter_side_center_crop",
+                    timeout=LOAD_WAIT)
+    wait_idle(qtbot, window, timeout=LOAD_WAIT)
+    assert "centre cropped" in window.model_box.toolTip()
+    # The project's predictions were made again with the new input (another embedding cache key).
+    backbone_id = window.worker.context.model.backbone_id
+    assert len(project.get_embeddings(backbone_id)[0]) == project.count() and project.count(status="predicted") == 10
+    next(a for a in window.model_group.actions() if a.data() == "omniglot").trigger()  # the menu was rebuilt
+    qtbot.waitUntil(lambda: window.model_label.text() == "Model: omniglot \u00b7 ProtoNet", timeout=LOAD_WAIT)
+    assert not picker.act_onnx_input.isEnabled()
+    next(a for a in window.model_menu.actions() if a.data() == str(ONNX)).trigger()
+    qtbot.waitUntil(lambda: window.model_label.text() == f"Model: {name} \u00b7 ProtoNet", timeout=LOAD_WAIT)
+    assert window.worker.context.model.preprocessing.resize == "shorter_side_center_crop"
 
     # Its export (File > Export Model… with the path given) carries the ONNX extractor's graph.
     export_model(window, str(tmp_path / "chars.onnx"))
     wait_idle(qtbot, window, timeout=LOAD_WAIT)
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "chars.onnx")).metadata_props}
     assert meta["source_model"] == str(ONNX) and json.loads(meta["class_names"]) == [c.name for c in window.classes]
-    assert json.loads(meta["preprocessing"])["resize"] == "stretch"
+    assert json.loads(meta["preprocessing"])["resize"] == "shorter_side_center_crop"  # as last answered
 
 
 def test_a_size_the_file_contradicts_is_refused_and_not_remembered(tmp_path, monkeypatch):
