@@ -32,6 +32,13 @@ def spin(low: int, high: int, value: int) -> QSpinBox:
     return box
 
 
+class CompactSpinBox(QDoubleSpinBox):
+    """Shows 3 or 0.5 rather than 3.00000 and 0.50000 (five decimals are kept for typing)."""
+
+    def textFromValue(self, value: float) -> str:  # noqa: N802 - Qt override
+        return f"{value:.5f}".rstrip("0").rstrip(".") or "0"
+
+
 class OptionEditor:
     """One method option's widget; ``value()`` is None while it holds the method's default."""
 
@@ -56,7 +63,7 @@ class OptionEditor:
             if default is None:
                 self.widget.setSpecialValueText(NONE_TEXT)  # -1 shows "default": the method picks
         elif kind == "float":
-            self.widget = QDoubleSpinBox()
+            self.widget = CompactSpinBox()
             self.widget.setDecimals(5)
             self.widget.setRange(-1e6, 1e6)
             self.widget.setValue(float(default or 0.0))

@@ -227,3 +227,14 @@ def test_validation_rows_grey_out_without_a_validation_split(qtbot, window, tmp_
     f.val_split.setCurrentText("val")
     assert f.val_way.parentWidget().isEnabled() and not f.val_episodes.isHidden()
     assert f.layout().labelForField(f.val_every.parentWidget()).text() == "Validate and save every"
+
+
+def test_float_options_read_plainly(qtbot):
+    from fewshot_gui.training_form import CompactSpinBox
+    box = CompactSpinBox()
+    qtbot.addWidget(box)
+    box.setDecimals(5)
+    box.setRange(-1e6, 1e6)
+    for value, text in ((0.0, "0"), (3.0, "3"), (0.5, "0.5"), (0.00001, "0.00001")):
+        box.setValue(value)
+        assert box.text() == text and box.valueFromText(text) == value
