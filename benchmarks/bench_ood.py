@@ -99,7 +99,8 @@ def main() -> int:
     identity = torch.nn.Identity()
     heads = {"protonet": ProtoNet(identity, distance="cosine", learn_temperature=False),
              "bayes-proto": BayesProto(identity, BayesProto.Config(distance="cosine", kappa0=args.kappa0))}
-    print(f"{args.features} features of {len(labels)} Tux Paint photos, {len(classes)} classes; {LEFT_OUT} classes left out "
+    print(f"{args.features} features of {len(labels)} Tux Paint photos, {len(classes)} classes; "
+          f"{LEFT_OUT} classes left out "
           f"per episode; {args.episodes} episodes per task\n")
     flag = BY_NAME["ood_score"].flag
     print("| task | head | accuracy % | ECE | adapt ms | flagged: own / left-out | AUROC per score (left-out vs own queries) |")

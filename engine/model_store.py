@@ -8,7 +8,6 @@ ProtoNet head; nothing to train, the head is the examples themselves).
 from __future__ import annotations
 
 import json
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -179,8 +178,8 @@ def describe_export(path: str) -> dict[str, Any] | None:
         config, outputs = json.loads(contract.get("method_config", "{}")), json.loads(contract.get("outputs", "[]"))
     except json.JSONDecodeError:
         config, outputs = {}, []
-    return {"backbone": f"{contract.get('backbone') or 'unknown'}, adapted and exported", "method": contract.get("method", ""),
-            "method_config": config, "channels": prep["channels"], "image_size": prep["size"], "preprocessing": prep,
+    return {"backbone": f"{contract.get('backbone') or 'unknown'}, adapted and exported",
+            "method": contract.get("method", ""), "method_config": config, "channels": prep["channels"], "image_size": prep["size"], "preprocessing": prep,
             "classes": contract["class_names"], "outputs": outputs, "exported_from": contract.get("source_model"),
             "exported_at": contract.get("exported_at"), "contract": contract.get("fewshot_contract"),
             "description": f"an adapted model written by fewshot export ({len(contract['class_names'])} classes): "
