@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from engine.errors import FewShotError
+from engine.errors import FewShotError, os_error_text
 
 EXIT_USER_ERROR = 2
 NICE_ENV = "FEWSHOT_NICE"
@@ -330,23 +330,6 @@ def lower_priority_from_env() -> None:
         os.nice(max(0, int(value)))
     except (ValueError, AttributeError, OSError):  # not a number, not POSIX, or not permitted: run as is
         pass
-
-
-def os_error_text(e: OSError) -> str:
-    """One line for an OS error: what failed, on which file, and what to do."""
-    import errno
-    where = f" {e.filename}" if getattr(e, "filename", None) else ""
-    advice = {errno.ENOSPC: "the disk is full: free some space and run again",
-              errno.EDQUOT: "the disk quota is used up: free some space and run again",
-              errno.EROFS: "the disk is read-only: write somewhere else",
-              errno.EACCES: "permission denied: use a folder you can write to",
-              errno.EPERM: "not permitted: use a folder you can write to",
-              errno.ENAMETOOLONG: "a name in the path is longer than the file system allows: use a shorter one",
-              errno.ENOENT: "no such file or folder: check the path",
-              errno.EIO: "the disk reported an input/output error: check the disk"}.get(e.errno)
-    if advice is None:
-        return f"cannot use{where[:200]} ({e.strerror or e})"
-    return f"{advice}{' (' + where.strip()[:200] + ')' if where else ''}"
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Every message says what went wrong *and* what to do about it; the CLI prints
 """
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 
@@ -64,3 +65,19 @@ class DamagedProjectError(ProjectError):
 
 class ExportError(FewShotError):
     """Labels cannot be exported as asked (target exists, bad option, unwritable folder)."""
+
+
+def os_error_text(e: OSError) -> str:
+    """One line for an OS error: what failed, on which file, and what to do."""
+    where = f" {e.filename}" if getattr(e, "filename", None) else ""
+    advice = {errno.ENOSPC: "the disk is full: free some space and run again",
+              errno.EDQUOT: "the disk quota is used up: free some space and run again",
+              errno.EROFS: "the disk is read-only: write somewhere else",
+              errno.EACCES: "permission denied: use a folder you can write to",
+              errno.EPERM: "not permitted: use a folder you can write to",
+              errno.ENAMETOOLONG: "a name in the path is longer than the file system allows: use a shorter one",
+              errno.ENOENT: "no such file or folder: check the path",
+              errno.EIO: "the disk reported an input/output error: check the disk"}.get(e.errno)
+    if advice is None:
+        return f"cannot use{where[:200]} ({e.strerror or e})"
+    return f"{advice}{' (' + where.strip()[:200] + ')' if where else ''}"

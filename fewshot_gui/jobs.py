@@ -302,7 +302,9 @@ def review_order(ctx: EngineContext, h: JobHandle, mode: str) -> list[int]:
     return order(project_of(ctx), mode)
 
 
-def export_labels(ctx: EngineContext, h: JobHandle, kind: str, path: str) -> Any:
+def export_labels(ctx: EngineContext, h: JobHandle, kind: str, path: str, include_predictions: bool = False) -> Any:
+    """``include_predictions`` (folders): every predicted image goes into its predicted
+    class's folder too, as ``fewshot label --export-folder`` does; else confirmed ones only."""
     from engine.export import labels
     project = project_of(ctx)
     if kind == "csv":
@@ -310,7 +312,8 @@ def export_labels(ctx: EngineContext, h: JobHandle, kind: str, path: str) -> Any
     if kind == "json":
         return labels.export_json(project, path, overwrite=True)
     if kind == "folders":
-        return labels.export_folders(project, path, progress=lambda done, total: h.report("copying", done, total))
+        return labels.export_folders(project, path, include_predictions=include_predictions, min_confidence=0.0,
+                                     progress=lambda done, total: h.report("copying", done, total))
     raise FewShotError(f"unknown export kind {kind!r}; use csv, json or folders")
 
 

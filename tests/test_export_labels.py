@@ -193,3 +193,17 @@ def test_class_folder_names_are_safe_and_unique():
                                 ClassInfo(3, "CON", "#000000", 2), ClassInfo(4, "..", "#000000", 3),
                                 ClassInfo(5, 'what?*:"<>|', "#000000", 4), ClassInfo(6, "ok name", "#000000", 5)])
     assert names == {1: "a_b", 2: "A_B_2", 3: "CON_", 4: "_", 5: "what_______", 6: "ok name"}
+
+
+def test_a_read_only_disk_gives_the_reason_not_the_cleanup_error(project, tmp_path, monkeypatch):
+    """A user trial: on a read-only disk the temporary file's clean-up failed too, and its
+    OSError replaced the export's typed error ("Unexpected error: OSError ...")."""
+    import errno
+    import engine.export.labels as labels_mod
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "x"))
+    monkeypatch.setattr(labels_mod.os, "replace", read_only)
+    monkeypatch.setattr(Path, "unlink", read_only)
+    with pytest.raises(ExportError, match="the disk is read-only: write somewhere else"):
+        export_csv(project, tmp_path / "labels.csv", overwrite=True)

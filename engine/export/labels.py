@@ -13,6 +13,7 @@ are written beside the target and then linked into place).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import glob
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, TextIO
 
-from engine.errors import ExportError
+from engine.errors import ExportError, os_error_text
 from engine.methods import uncertainty
 
 if TYPE_CHECKING:
@@ -169,6 +170,9 @@ def export_folders(project: "Project", out_dir: str | Path, link: str = "copy", 
              len(report.failed))
     if report.failed:
         asked = report.written + len(report.failed)
+        if not report.written:
+            raise ExportIncompleteError(f"could not write any of the {asked:,} files to {out_dir}: "
+                                        f"{report.failed[0][1]}", report)
         raise ExportIncompleteError(
             f"could not write {len(report.failed):,} of {asked:,} files to {out_dir} ({report.failed[0][1]}); "
             f"{report.written:,} were written and are kept (an export again skips them): fix the cause and "
@@ -236,9 +240,10 @@ def write_file(path: Path, overwrite: bool, write: Callable[[TextIO], None]) -> 
         elif not publish(tmp, path):
             raise ExportError(f"{path} was created by something else during the export; choose another file name")
     except OSError as e:
-        raise ExportError(f"cannot write {path} ({e.strerror or e}); check the disk and its free space") from None
+        raise ExportError(f"cannot write {path}: {os_error_text(e)}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # on a read-only disk this fails too, and must not replace the reason
+            tmp.unlink(missing_ok=True)
     return path
 
 
@@ -273,7 +278,7 @@ def _place(src: Path, dst: Path, link: str) -> tuple[str | None, str]:
             return f"this disk does not allow {link}s ({e.strerror}); export with copy", "failed"
         if e.errno == errno.ENOSPC:
             return "the disk is full", "failed"
-        return f"cannot write it ({e.strerror or e}); check the disk and its free space", "failed"
+        return os_error_text(e), "failed"
     return None, "written"
 
 
