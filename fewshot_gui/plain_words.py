@@ -14,7 +14,7 @@ CONFIDENT = 0.9
 PROBABLY = 0.6
 
 
-def _flagged(rec: Any, name: str) -> bool:
+def flagged(rec: Any, name: str) -> bool:
     value = rec.scores.get(name) if rec.scores else None
     score = uncertainty.BY_NAME.get(name)
     if value is None or score is None or score.flag is None:
@@ -34,13 +34,13 @@ def plain_summary(rec: Any, classes: dict[int, Any]) -> str:
     best = top_two(rec, classes)
     if not best:
         return ""
-    if _flagged(rec, "ood_score"):
+    if flagged(rec, "ood_score"):
         return f"Looks like none of these classes (closest: {best[0]})"
-    if _flagged(rec, "mutual_info"):
+    if flagged(rec, "mutual_info"):
         return f"Few examples like this one: probably {best[0]}, but more examples would settle it"
-    if len(best) > 1 and _flagged(rec, "margin"):
+    if len(best) > 1 and flagged(rec, "margin"):
         return f"Unsure between {best[0]} and {best[1]}"
-    if _flagged(rec, "aleatoric"):
+    if flagged(rec, "aleatoric"):
         return f"Ambiguous image: it looks like more than one class (most likely {best[0]})"
     if rec.confidence >= CONFIDENT:
         return f"Confident: {best[0]}"

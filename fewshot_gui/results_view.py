@@ -20,6 +20,7 @@ from PySide6.QtCore import QModelIndex, QPoint, QRect, QRectF, QSize, Qt, QTimer
 from PySide6.QtGui import QColor, QFont, QPainter, QPaintEvent, QPen, QPixmap
 from PySide6.QtWidgets import QAbstractItemView, QListView, QStyle, QStyledItemDelegate, QStyleOptionViewItem
 
+from fewshot_gui.plain_words import flagged
 from fewshot_gui.results_model import RecordRole
 from fewshot_gui.thumbnails import ThumbnailLoader
 
@@ -46,7 +47,11 @@ def short_reason(error: str) -> str:
 
 
 def is_uncertain(rec: Any) -> bool:
-    return rec.status == "predicted" and rec.confidence is not None and rec.confidence < UNCERTAIN_CONFIDENCE
+    """Worth a look: a low top probability, or (at any probability) an image the plain line
+    calls none of the classes: a blank pixel read "100%" with no badge."""
+    if rec.status != "predicted" or rec.confidence is None:
+        return False
+    return rec.confidence < UNCERTAIN_CONFIDENCE or flagged(rec, "ood_score")
 
 
 class TileDelegate(QStyledItemDelegate):

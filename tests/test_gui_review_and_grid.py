@@ -240,3 +240,15 @@ def test_each_number_in_the_detail_pane_says_what_its_size_means():
     assert score_text("entropy", 0.692) == "0.692, low (high above 0.693)"
     assert score_text("margin", 0.05) == "0.050, a close call (below 0.2)"
     assert score_text("margin", 0.9) == "0.900, clear (close below 0.2)"
+
+
+def test_an_image_like_none_of_the_classes_gets_a_badge_at_any_probability():
+    """A user trial: a blank 1x1 image read '100%' with no badge while the detail pane said
+    'Looks like none of these classes'."""
+    from types import SimpleNamespace
+
+    from fewshot_gui.results_view import is_uncertain
+    blank = SimpleNamespace(status="predicted", confidence=1.0, scores={"ood_score": 5.0})
+    typical = SimpleNamespace(status="predicted", confidence=1.0, scores={"ood_score": 0.9})
+    assert is_uncertain(blank) and not is_uncertain(typical)
+    assert is_uncertain(SimpleNamespace(status="predicted", confidence=0.4, scores={}))
