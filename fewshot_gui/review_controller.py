@@ -26,7 +26,7 @@ class ReviewController(QObject):
         super().__init__(parent)
         self.center, self.review, self.grid_page, self.state = center, review, grid_page, state
         self.submit, self.set_labels, self.reload = submit, set_labels, reload
-        self.positions: list[int] = []  # review positions of decisions, for undo
+        self.decided: list[int] = []  # the images decided on in review, in order, for undo
         review.assign.connect(self._assign)
         review.accept.connect(self._accept)
         review.none_of_these.connect(self._none)
@@ -44,7 +44,7 @@ class ReviewController(QObject):
             return
         self.center.setCurrentWidget(self.review if on else self.grid_page)
         if on:
-            self.positions.clear()
+            self.decided.clear()
             self.review.start([], self.state.classes)
             self.load_order()
         self.review_toggled.emit(on)
@@ -57,27 +57,30 @@ class ReviewController(QObject):
                     done=lambda order: self.review.start(order, self.state.classes) if self.in_review() else None)
 
     def undone(self) -> None:
-        """An undo went through: step back to where the undone decision was made."""
-        if self.in_review() and self.positions:
-            self.review.position = self.positions.pop()
+        """An undo went through: step back to the image whose decision was undone, found by its
+        id (the order may have changed since: a saved position would land on another image)."""
+        if self.in_review() and self.decided:
+            image_id = self.decided.pop()
+            if image_id in self.review.order:
+                self.review.position = self.review.order.index(image_id)
 
     def show_snapshot(self, snap: Any) -> None:
         if snap is not None and self.in_review():
             self.review.set_classes(self.state.classes)
             self.review.refresh()
 
-    def _decided(self) -> None:
-        self.positions.append(self.review.position)
+    def _decided(self, image_id: int) -> None:
+        self.decided.append(image_id)
 
     def _assign(self, image_id: int, class_id: int) -> None:
-        self._decided()
+        self._decided(image_id)
         self.set_labels([image_id], class_id)
 
     def _accept(self, image_id: int) -> None:
-        self._decided()
+        self._decided(image_id)
         self.submit("Saving label", lambda ctx, h: jobs.accept_prediction(ctx, h, image_id), quick=True,
                     done=lambda _r: self.reload())
 
     def _none(self, image_id: int) -> None:
-        self._decided()
+        self._decided(image_id)
         self.set_labels([image_id], None)

@@ -173,6 +173,21 @@ def test_label_review_export_reopen(qtbot, tmp_path, images, monkeypatch):
     assert window.project.image(r2).status == "predicted"  # "none of these" undone
     qtbot.waitUntil(lambda: review.record is not None and review.record.id == r2, timeout=WAIT)
     assert review.position == 2
+    # Undo after the order changed goes back to the undone image, wherever the new order has it
+    # (a saved position landed on an unrelated image).
+    qtbot.keyClick(review, Qt.Key.Key_1)
+    wait_idle(qtbot, window)
+    review.mode.setCurrentIndex(review.mode.findData("outliers"))
+    qtbot.waitUntil(lambda: review.order and review.order[0] != r0, timeout=WAIT)
+    for _ in range(4):
+        qtbot.keyClick(review, Qt.Key.Key_Right)
+    here = review.position
+    assert here != 2
+    assert r2 not in review.order  # confirmed when this order was made
+    qtbot.keyClick(review, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    wait_idle(qtbot, window)
+    qtbot.waitUntil(lambda: window.project.image(r2).status == "predicted", timeout=WAIT)
+    assert review.position == here  # not the old order's position 2
     qtbot.keyClick(review, Qt.Key.Key_Escape)
     assert not window.in_review()
 
