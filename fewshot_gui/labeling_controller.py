@@ -110,14 +110,15 @@ class LabelingController(QObject):
         def done(result: tuple[Any, bool]) -> None:
             report, has_examples = result
             self.reload()
-            self.notify(added_text(report), "\n".join(f"{p}: {why}" for p, why in
-                                                      (list(report.errors) + list(report.skipped))[:MAX_DETAILS]))
-            if has_examples:
-                self.label()
+            details = "\n".join(f"{p}: {why}" for p, why in (list(report.errors) + list(report.skipped))[:MAX_DETAILS])
+            self.notify(added_text(report), details)
+            if has_examples:  # the label run's report keeps this one in front: it replaced it at once
+                self.label(before=(added_text(report), details))
 
         self.submit("Adding images", lambda ctx, h: jobs.add_images(ctx, h, folder), done=done, kind="scan")
 
-    def label(self) -> None:
+    def label(self, before: tuple[str, str] = ("", "")) -> None:
+        """``before``: an earlier report (text, details) this run's report goes after."""
         if self.state.project is None:
             return
         started = time.monotonic()
@@ -136,7 +137,10 @@ class LabelingController(QObject):
             problems = [f"{p}: {why}" for _i, p, why in summary.failed]
             if problems:
                 text += f"; {len(problems)} could not be read (see details)"
-            self.notify(text, "\n".join(problems[:MAX_DETAILS]))
+            details = "\n".join(problems[:MAX_DETAILS])
+            if before[0]:
+                text, details = f"{before[0]} \u00b7 {text}", "\n".join(d for d in (before[1], details) if d)
+            self.notify(text, details)
             self.warm_up()
 
         self.submit("Labeling", jobs.label_and_count, done=done, kind="labeling")

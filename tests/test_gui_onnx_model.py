@@ -121,7 +121,7 @@ def test_onnx_feature_extractor_is_asked_once_and_labels(qtbot, window, tmp_path
     records = [project.image(r.id) for r in project.query(status="predicted", limit=100)]
     right = sum(r.predicted_class_id == truth[r.path] for r in records)
     assert right >= 7, f"{right}/10 right with {name} features"
-    assert window.last_notice[0].startswith("Labeled: ")
+    assert window.last_notice[0].startswith("10 images added \u00b7 Labeled: ")  # both reports, in order
 
     # Next time: one click in the Model menu, no question (the engine remembered the input).
     bundled = next(a for a in window.model_group.actions() if a.data() == "omniglot")
