@@ -341,7 +341,8 @@ class ClassesPanel(QWidget):
         answer = QMessageBox.question(
             self, "Delete class",
             f"Delete the class \u201c{info.name}\u201d with its examples and labels?\n"
-            "Its images go back to unlabeled. This cannot be undone.")
+            "The images you had labelled as it lose their label, and every image is predicted again "
+            "among the other classes. This cannot be undone.")
         if answer == QMessageBox.StandardButton.Yes:
             self.delete_requested.emit(class_id)
 
