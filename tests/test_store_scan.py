@@ -204,3 +204,19 @@ def test_omniglot_archive_pngs_scan_with_their_size(omniglot_root, tmp_path):
         (tmp_path / "char.png").write_bytes(zf.read(name))
     f = probe(str(tmp_path / "char.png"))
     assert (f.width, f.height, f.format, f.error) == (105, 105, "PNG", None)
+
+
+def test_an_unreadable_file_reached_again_through_a_link_is_not_added_twice(tmp_path):
+    """A user trial: with a folder added, adding a link to it made its empty file a second
+    unreadable entry (readable files were matched by content; an empty one has none)."""
+    from engine.labeling.store import Project
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "zero.png").write_bytes(b"")
+    (folder / "loop").symlink_to(folder, target_is_directory=True)
+    with Project.create(tmp_path / "p.fewshot") as project:
+        project.add_images([folder])
+        before = project.count(status="error")
+        report = project.add_images([folder / "loop"])
+        assert project.count(status="error") == before == 1
+        assert len(report.duplicates) == 1 and not report.added

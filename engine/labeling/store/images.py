@@ -3,6 +3,7 @@ marking the ones that turn out unreadable."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -70,6 +71,13 @@ class ImagesPart:
             for f in files:
                 if f.hash is not None:
                     row = self._conn.execute("SELECT id FROM images WHERE hash = ?", (f.hash,)).fetchone()
+                    if row is not None:
+                        out.append((f, row[0], False))
+                        continue
+                else:  # no content to match on: the same file reached through a link is matched by its real path
+                    real = os.path.realpath(f.path)
+                    row = self._conn.execute("SELECT id FROM images WHERE path = ?", (real,)).fetchone() \
+                        if real != f.path else None
                     if row is not None:
                         out.append((f, row[0], False))
                         continue
