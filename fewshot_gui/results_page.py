@@ -69,10 +69,12 @@ class ResultsPage(QWidget):
         # sized to what they hold now, not at first show), and shrinks to these widths before the
         # window has to be wider: on a 1280 px screen the row must fit. The sort box, read whole
         # more often, gives up least.
-        for box, narrowest in ((self.class_filter, 90), (self.status_filter, 90), (self.flag_filter, 90),
-                               (self.sort_box, 150)):
+        for box, narrowest in ((self.status_filter, 95), (self.flag_filter, 105), (self.sort_box, 150)):
             box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
             box.setMinimumWidth(narrowest)
+        # Class names can be long: the box holds "All classes" and a name's start; its list shows them whole.
+        self.class_filter.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.class_filter.setMinimumContentsLength(10)
         self._sorts: list[tuple[str, str, bool]] = []
         self._flags: list[str | None] = []
         self.set_scores(None)

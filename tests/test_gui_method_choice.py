@@ -35,10 +35,12 @@ def test_switching_to_bayes_proto_relabels_from_the_cache_and_shows_both_uncerta
         shown = {name: label.text() for name, label in window.detail.score_labels.items()}
         assert shown["mutual_info"] and shown["aleatoric"]
         # Every score and what its size means, without widening the window past a 1280 px screen.
-        width = window.width()
+        window.resize(1280, 800)  # a 1280 px screen
+        qtbot.wait(100)
+        assert window.width() == 1280
         window.detail.details.setChecked(True)
         qtbot.wait(100)
-        assert window.width() == width and window.minimumSizeHint().width() <= 1280
+        assert window.width() == 1280 and window.minimumSizeHint().width() <= 1280
         assert all(", " in label.text() for label in window.detail.score_labels.values() if label.text())
         shot = tmp_path / "bayes-proto-window.png"
         window.grab().save(str(shot))
