@@ -132,7 +132,9 @@ class ReviewPanel(QWidget):
         image_id = self.current_id()
         self.showing.emit(image_id)
         n = len(self.order)
-        self.where.setText(f"{min(self.position + 1, n)} of {n}" if n else "nothing to review")
+        last = n and self.position >= n - 1
+        self.where.setText((f"{n} of {n}, the last: Esc goes back to the grid" if last else
+                            f"{self.position + 1} of {n}") if n else "nothing to review")
         if image_id is None:
             self._show(None)
             return

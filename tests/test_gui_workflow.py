@@ -188,6 +188,9 @@ def test_label_review_export_reopen(qtbot, tmp_path, images, monkeypatch):
     wait_idle(qtbot, window)
     qtbot.waitUntil(lambda: window.project.image(r2).status == "predicted", timeout=WAIT)
     assert review.position == here  # not the old order's position 2
+    assert review.where.text() == f"{here + 1} of {len(review.order)}"
+    review.go(len(review.order))
+    assert review.where.text().endswith("the last: Esc goes back to the grid")
     qtbot.keyClick(review, Qt.Key.Key_Escape)
     assert not window.in_review()
 
