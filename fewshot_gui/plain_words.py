@@ -36,6 +36,8 @@ def plain_summary(rec: Any, classes: dict[int, Any]) -> str:
         return ""
     if flagged(rec, "ood_score"):
         return f"Looks like none of these classes (closest: {best[0]})"
+    if len(rec.probs) == 1:  # one class with examples: its 100% is no choice at all
+        return f"Only {best[0]} has examples so far: add examples of another class to tell them apart"
     if flagged(rec, "mutual_info"):
         return f"Few examples like this one: probably {best[0]}, but more examples would settle it"
     if len(best) > 1 and flagged(rec, "margin"):

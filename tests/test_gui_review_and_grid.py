@@ -252,3 +252,17 @@ def test_an_image_like_none_of_the_classes_gets_a_badge_at_any_probability():
     typical = SimpleNamespace(status="predicted", confidence=1.0, scores={"ood_score": 0.9})
     assert is_uncertain(blank) and not is_uncertain(typical)
     assert is_uncertain(SimpleNamespace(status="predicted", confidence=0.4, scores={}))
+
+
+def test_one_class_with_examples_is_not_called_confident():
+    """A user trial: with one class holding examples every image read 'Confident: <it> 100%'."""
+    from types import SimpleNamespace
+
+    from fewshot_gui.plain_words import plain_summary
+    classes = {1: SimpleNamespace(name="beta"), 2: SimpleNamespace(name="gamma")}
+    alone = SimpleNamespace(status="predicted", confidence=1.0, probs={1: 1.0}, scores={"ood_score": 0.8})
+    assert plain_summary(alone, classes).startswith("Only beta has examples so far")
+    far = SimpleNamespace(status="predicted", confidence=1.0, probs={1: 1.0}, scores={"ood_score": 4.0})
+    assert plain_summary(far, classes).startswith("Looks like none of these classes")
+    two = SimpleNamespace(status="predicted", confidence=0.97, probs={1: 0.97, 2: 0.03}, scores={"ood_score": 0.8})
+    assert plain_summary(two, classes) == "Confident: beta"
