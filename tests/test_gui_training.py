@@ -61,18 +61,24 @@ def test_a_wrong_layout_is_said_before_start(qtbot, window, tmp_path):
     assert not panel.process.running() and "neither is there" in panel.status.text()
 
 
+def omniglot_run(panel: TrainingPanel, root: Path, val_split: str, episodes: int) -> None:
+    """The form filled for a small 5-way run on the small1 alphabets, on the CPU."""
+    f = panel.form
+    f.root.setText(str(root))
+    f.split.setCurrentText("small1")
+    f.val_split.setCurrentText(val_split)
+    f.way.setValue(5)
+    f.query.setValue(2)
+    f.episodes.setValue(episodes)
+    f.device.setCurrentIndex(f.device.findData("cpu"))
+
+
 def test_run_stop_resume_and_use_the_model(qtbot, window, tmp_path, omniglot_root):
     panel = open_panel(qtbot, window, tmp_path)
     f = panel.form
-    f.root.setText(str(omniglot_root))
-    f.split.setCurrentText("small1")
-    f.val_split.setCurrentText("small2")
-    f.way.setValue(5)
-    f.query.setValue(2)
-    f.episodes.setValue(100_000)
+    omniglot_run(panel, omniglot_root, "small2", 100_000)
     f.val_every.setValue(20)
     f.val_episodes.setValue(10)
-    f.device.setCurrentIndex(f.device.findData("cpu"))
     out = Path(f.out.text())
     assert out.parent == tmp_path / "runs"
 
@@ -199,13 +205,7 @@ def test_a_finished_run_offers_no_resume_and_start_again_makes_a_new_run(qtbot, 
     with 'already holds files' because the output folder was still the finished run's."""
     panel = open_panel(qtbot, window, tmp_path)
     f = panel.form
-    f.root.setText(str(omniglot_root))
-    f.split.setCurrentText("small1")
-    f.val_split.setCurrentText("")
-    f.way.setValue(5)
-    f.query.setValue(2)
-    f.episodes.setValue(4)
-    f.device.setCurrentIndex(f.device.findData("cpu"))
+    omniglot_run(panel, omniglot_root, "", 4)
     first = f.out.text()
     panel.start()
     qtbot.waitUntil(lambda: panel.process.running(), timeout=WAIT)
