@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 _END = object()
 
 
-
 def check_task_shape(way: int, shot: int, query: int, what: str = "episodes") -> None:
     """For training and evaluation, which score classifications: 2 classes or more (one is
     no choice), and at least one example and one query of each (the queries are what is
@@ -32,6 +31,7 @@ def check_task_shape(way: int, shot: int, query: int, what: str = "episodes") ->
     if way < 2 or shot < 1 or query < 1:
         raise EpisodeError(f"{what} need way >= 2, shot >= 1 and query >= 1 (got way {way}, shot {shot}, "
                            f"query {query}): one class is no choice, and the queries are what is scored")
+
 
 class EpisodeSampler:
     """``sampler[i]`` is episode ``i``: ``way`` classes drawn without replacement, and
