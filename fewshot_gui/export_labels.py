@@ -54,8 +54,8 @@ def _ask_which(window: Any, then: Callable[[bool], None]) -> None:
     """Which images go into the class folders; window-modal, without a nested event loop."""
     box = QMessageBox(QMessageBox.Icon.Question, "Labels as class folders",
                       "Which images go into the class folders?", parent=window)
-    box.setInformativeText("The model's predictions too (each image in its predicted class's folder, as "
-                           "'fewshot label --export-folder' does), or only the images you confirmed?")
+    box.setInformativeText("The images you confirmed, and also every predicted image in the folder of the "
+                           "class the model gave it? Or only the images you confirmed?")
     both = box.addButton("Confirmed and predicted", QMessageBox.ButtonRole.AcceptRole)
     confirmed = box.addButton("Confirmed only", QMessageBox.ButtonRole.AcceptRole)
     box.addButton(QMessageBox.StandardButton.Cancel)
